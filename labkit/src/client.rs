@@ -1,0 +1,1 @@
+//! TCP clients with deadlines (in progress).

@@ -1,0 +1,476 @@
+//! Run a lab's binary to completion, with a deadline.
+//!
+//! [`Cmd`] starts the program with arguments and standard input, drains its
+//! stdout and stderr on their own threads (so a chatty program never blocks on
+//! a full pipe), watches its peak memory, and kills it when the deadline
+//! passes. The [`Outcome`] holds everything a grader checks, and describes
+//! itself for failure messages.
+//!
+//! Peak memory is the `VmHWM` of the program, sampled from `/proc/<pid>/status`
+//! every few milliseconds. (`wait4`'s `ru_maxrss` is no use here: when a
+//! process `exec`s, Linux folds the memory of the process that spawned it
+//! into that number, and the spawner is this test process.) `VmHWM` never
+//! goes down, so any sample taken after the peak sees it; a program that
+//! holds a large buffer while it writes its output is always caught.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::report::{Report, show};
+
+/// The deadline a command gets unless the test sets another.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Where a program's standard input comes from.
+#[derive(Debug, Clone)]
+enum Input {
+    Null,
+    Bytes(Vec<u8>),
+    File(PathBuf),
+}
+
+/// What happens to a program's standard output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Capture {
+    /// Keep every byte.
+    Keep,
+    /// Count the bytes and hash them, keep only the first and last 4 KiB
+    /// (for outputs too large to hold).
+    Digest,
+}
+
+/// A command to run; see the module docs.
+#[derive(Debug, Clone)]
+pub struct Cmd {
+    pub(crate) program: PathBuf,
+    pub(crate) args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    cwd: Option<PathBuf>,
+    input: Input,
+    capture: Capture,
+    deadline: Duration,
+}
+
+impl Cmd {
+    /// A command for `program`, usually `env!("CARGO_BIN_EXE_<name>")`.
+    pub fn new(program: impl AsRef<Path>) -> Self {
+        Cmd {
+            program: program.as_ref().to_path_buf(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+            input: Input::Null,
+            capture: Capture::Keep,
+            deadline: DEFAULT_DEADLINE,
+        }
+    }
+
+    /// Adds one argument.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_os_string());
+        self
+    }
+
+    /// Adds several arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self
+    }
+
+    /// Sets an environment variable for the program.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.env
+            .push((key.as_ref().to_os_string(), value.as_ref().to_os_string()));
+        self
+    }
+
+    /// Runs the program in `dir`.
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.cwd = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// Feeds these bytes to standard input, then closes it.
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.input = Input::Bytes(bytes.into());
+        self
+    }
+
+    /// Connects standard input to a file.
+    pub fn stdin_file(mut self, path: impl AsRef<Path>) -> Self {
+        self.input = Input::File(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// Does not keep the whole standard output, only its length, a hash and
+    /// its first and last 4 KiB: for outputs of hundreds of megabytes, which
+    /// must not inflate the test process.
+    pub fn digest_stdout(mut self) -> Self {
+        self.capture = Capture::Digest;
+        self
+    }
+
+    /// Kills the program if it has not exited after `deadline`.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// The command as a learner would type it (program name without its path).
+    pub fn command_line(&self) -> String {
+        let name = self
+            .program
+            .file_name()
+            .unwrap_or(self.program.as_os_str())
+            .to_string_lossy();
+        let mut line = name.into_owned();
+        for a in &self.args {
+            let a = a.to_string_lossy();
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '"') {
+                let _ = write!(line, " {a:?}");
+            } else {
+                let _ = write!(line, " {a}");
+            }
+        }
+        match &self.input {
+            Input::Null => {}
+            Input::Bytes(b) => {
+                let _ = write!(line, " (stdin: {})", show(b));
+            }
+            Input::File(p) => {
+                let _ = write!(line, " < {}", p.display());
+            }
+        }
+        line
+    }
+
+    /// Runs the program to completion (or until the deadline) and returns
+    /// what happened. Fails the test with a clear message only when the
+    /// program cannot be started at all.
+    #[track_caller]
+    pub fn run(&self) -> Outcome {
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        if let Some(dir) = &self.cwd {
+            command.current_dir(dir);
+        }
+        command.stdin(match &self.input {
+            Input::Null => Stdio::null(),
+            Input::Bytes(_) => Stdio::piped(),
+            Input::File(p) => match File::open(p) {
+                Ok(f) => Stdio::from(f),
+                Err(e) => Report::new(format!("opened {} as stdin", p.display()))
+                    .got(e)
+                    .hint("this is a problem in the test setup, not in your code")
+                    .fail(),
+            },
+        });
+
+        let started = Instant::now();
+        let mut child = match command.spawn() {
+            Ok(c) => c,
+            Err(e) => Report::new(format!("started: {}", self.command_line()))
+                .got(format!("could not start it: {e}"))
+                .hint("does the lab build? try `cargo build` in the lab folder")
+                .fail(),
+        };
+        let pid = child.id() as libc::pid_t;
+
+        // Feed stdin from its own thread: a program that writes before it has
+        // read everything would otherwise deadlock with us.
+        let stdin_thread = match (&self.input, child.stdin.take()) {
+            (Input::Bytes(bytes), Some(mut pipe)) => {
+                let bytes = bytes.clone();
+                Some(thread::spawn(move || {
+                    // A program may exit without reading its input: EPIPE is fine.
+                    let _ = pipe.write_all(&bytes);
+                }))
+            }
+            _ => None,
+        };
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let capture = self.capture;
+        let out_thread = thread::spawn(move || Stream::drain(stdout, capture));
+        let err_thread = thread::spawn(move || Stream::drain(stderr, Capture::Keep));
+
+        // Sample the peak memory until the program exits.
+        let peak = Arc::new(AtomicU64::new(0));
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let sampler = {
+            let peak = Arc::clone(&peak);
+            thread::spawn(move || {
+                loop {
+                    if let Some(kib) = crate::procfs::status_kib(pid as u32, "VmHWM") {
+                        peak.fetch_max(kib, Ordering::Relaxed);
+                    }
+                    match done_rx.recv_timeout(Duration::from_millis(2)) {
+                        Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                        _ => break,
+                    }
+                }
+            })
+        };
+
+        // Wait with a deadline: a waiter thread reaps the child, we wait on
+        // a channel with a timeout and kill the child if it runs over.
+        let (exit_tx, exit_rx) = mpsc::channel();
+        thread::spawn(move || {
+            let _ = exit_tx.send(crate::procfs::wait_for_exit(pid));
+        });
+        let (status, timed_out) = match exit_rx.recv_timeout(self.deadline) {
+            Ok(status) => (status, false),
+            Err(_) => {
+                // SAFETY: kill(2) on our own child, which has not been reaped
+                // yet (the waiter thread has not returned), so the pid is ours.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                (exit_rx.recv().unwrap_or_default(), true)
+            }
+        };
+        let elapsed = started.elapsed();
+        let _ = done_tx.send(());
+        let _ = sampler.join();
+        // `child` was reaped by wait4 above; dropping it neither waits nor kills.
+        drop(child);
+        if let Some(t) = stdin_thread {
+            let _ = t.join();
+        }
+        let stdout = out_thread.join().unwrap_or_default();
+        let stderr = err_thread.join().unwrap_or_default();
+
+        Outcome {
+            command_line: self.command_line(),
+            code: status.code,
+            signal: status.signal,
+            timed_out,
+            deadline: self.deadline,
+            stdout: stdout.bytes,
+            stdout_len: stdout.len,
+            stdout_hash: stdout.hash,
+            stdout_tail: stdout.tail,
+            stderr: stderr.bytes,
+            peak_rss_kib: peak.load(Ordering::Relaxed),
+            elapsed,
+        }
+    }
+}
+
+/// How a process ended, as read by `wait4`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ExitStatus {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+/// Output drained from one pipe.
+#[derive(Debug, Default)]
+struct Stream {
+    bytes: Vec<u8>,
+    tail: Vec<u8>,
+    len: u64,
+    hash: u64,
+}
+
+impl Stream {
+    const KEEP: usize = 4096;
+
+    fn drain(mut pipe: impl Read, capture: Capture) -> Stream {
+        let mut s = Stream {
+            hash: FNV_OFFSET,
+            ..Stream::default()
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match pipe.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            let chunk = &buf[..n];
+            s.len += n as u64;
+            s.hash = fnv1a(s.hash, chunk);
+            match capture {
+                Capture::Keep => s.bytes.extend_from_slice(chunk),
+                Capture::Digest => {
+                    if s.bytes.len() < Self::KEEP {
+                        let take = (Self::KEEP - s.bytes.len()).min(n);
+                        s.bytes.extend_from_slice(&chunk[..take]);
+                    }
+                    s.tail.extend_from_slice(chunk);
+                    if s.tail.len() > 2 * Self::KEEP {
+                        s.tail.drain(..s.tail.len() - Self::KEEP);
+                    }
+                }
+            }
+        }
+        if capture == Capture::Digest && s.tail.len() > Self::KEEP {
+            s.tail.drain(..s.tail.len() - Self::KEEP);
+        }
+        s
+    }
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// 64-bit FNV-1a, continued from `hash`: cheap, and enough to tell two large
+/// outputs apart. Start from [`fnv1a_start`].
+pub fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// The starting value for [`fnv1a`].
+pub fn fnv1a_start() -> u64 {
+    FNV_OFFSET
+}
+
+/// What a finished (or killed) program did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The command as typed, for messages.
+    pub command_line: String,
+    /// Exit code, if it exited normally.
+    pub code: Option<i32>,
+    /// The signal that ended it, if one did.
+    pub signal: Option<i32>,
+    /// Whether the test killed it at the deadline.
+    pub timed_out: bool,
+    /// The deadline it had.
+    pub deadline: Duration,
+    /// Standard output (with [`Cmd::digest_stdout`]: only its first 4 KiB).
+    pub stdout: Vec<u8>,
+    /// Length of the whole standard output in bytes.
+    pub stdout_len: u64,
+    /// FNV-1a hash of the whole standard output (see [`fnv1a`]).
+    pub stdout_hash: u64,
+    /// With [`Cmd::digest_stdout`]: the last 4 KiB of standard output.
+    pub stdout_tail: Vec<u8>,
+    /// Standard error, whole.
+    pub stderr: Vec<u8>,
+    /// Peak resident memory of the program in KiB (`VmHWM`).
+    pub peak_rss_kib: u64,
+    /// Wall time from start to exit.
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    /// Standard output as text (invalid UTF-8 replaced).
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// Standard error as text (invalid UTF-8 replaced).
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+
+    /// Whether the program panicked (Rust's panic message is on stderr).
+    pub fn panicked(&self) -> bool {
+        let err = self.stderr_text();
+        err.contains("panicked at") || err.contains("RUST_BACKTRACE")
+    }
+
+    /// One phrase for how the program ended: "exit code 0", "a panic
+    /// (exit code 101)", "killed by signal 11 (SIGSEGV)", "still running after
+    /// 10s (killed by the test)".
+    pub fn ending(&self) -> String {
+        if self.timed_out {
+            return format!(
+                "still running after {:?} (killed by the test)",
+                self.deadline
+            );
+        }
+        match (self.code, self.signal) {
+            (Some(101), _) if self.panicked() => "a panic (exit code 101)".to_string(),
+            (Some(c), _) => format!("exit code {c}"),
+            (None, Some(s)) => format!("killed by signal {s} ({})", signal_name(s)),
+            (None, None) => "an unknown ending".to_string(),
+        }
+    }
+
+    /// A report that starts with "ran: <command>" and quotes the program's
+    /// stderr, ready for `expected`/`got`/`hint`.
+    pub fn report(&self) -> Report {
+        Report::new(format!("ran: {}", self.command_line))
+            .quote("your program (stderr)", &self.stderr)
+    }
+
+    /// Fails unless the program exited on its own with exit code 0.
+    #[track_caller]
+    pub fn expect_success(&self) -> &Self {
+        self.expect_code(0)
+    }
+
+    /// Fails unless the program exited on its own with `code`.
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Self {
+        if self.code != Some(code) || self.timed_out {
+            let hint = if self.timed_out {
+                "does it wait for input that never comes, or loop forever?"
+            } else if self.panicked() {
+                "a panic is never the right way to report an error: print a message to stderr and exit with a code"
+            } else if code == 0 {
+                "read the message your program printed below"
+            } else {
+                "use std::process::exit(code) (or return an ExitCode from main) after printing the error"
+            };
+            self.report()
+                .expected(format!("exit code {code}"))
+                .got(self.ending())
+                .hint(hint)
+                .fail();
+        }
+        self
+    }
+
+    /// Fails unless standard output is exactly `expected`, showing the first
+    /// difference.
+    #[track_caller]
+    pub fn expect_stdout(&self, expected: impl AsRef<[u8]>) -> &Self {
+        let expected = expected.as_ref();
+        if let Some(diff) = crate::report::first_difference(expected, &self.stdout) {
+            self.report()
+                .expected(format!("stdout {}", show(expected)))
+                .got(format!("stdout {}\n{diff}", show(&self.stdout)))
+                .fail();
+        }
+        self
+    }
+}
+
+/// The conventional name of a signal number.
+pub fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGABRT => "SIGABRT: abort, e.g. a failed allocation or a double panic",
+        libc::SIGSEGV => "SIGSEGV: invalid memory access",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGPIPE => "SIGPIPE: wrote to a closed pipe",
+        libc::SIGBUS => "SIGBUS",
+        _ => "signal",
+    }
+}

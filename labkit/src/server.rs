@@ -1,0 +1,1 @@
+//! Spawning server labs (in progress).
