@@ -475,11 +475,7 @@ impl Client {
                 Fill::Quiet => return self,
                 Fill::Progress => {}
                 Fill::Closed => {
-                    let got = format!(
-                        "{}{}",
-                        self.closed_phrase(),
-                        self.server_suffix()
-                    );
+                    let got = format!("{}{}", self.closed_phrase(), self.server_suffix());
                     self.report()
                         .expected(format!("nothing for {duration:?}, on an open connection"))
                         .got(got)
@@ -763,9 +759,10 @@ impl AsFd for Client {
 }
 
 fn fate_suffix(server: &ServerView) -> String {
-    match server.fate() {
-        None => " (the server is still running)".into(),
-        Some(ending) => format!(" (the server {ending})"),
+    match (server.fate(), server.fd_pressure()) {
+        (None, None) => " (the server is still running)".into(),
+        (None, Some(pressure)) => format!(" (the server is still running, {pressure})"),
+        (Some(ending), _) => format!(" (the server {ending})"),
     }
 }
 
@@ -878,7 +875,8 @@ impl Transcript {
         step.len += bytes.len() as u64;
         let room = (2 * EDGE).saturating_sub(step.head.len()).min(bytes.len());
         step.head.extend_from_slice(&bytes[..room]);
-        step.tail.extend_from_slice(&bytes[bytes.len().saturating_sub(EDGE)..]);
+        step.tail
+            .extend_from_slice(&bytes[bytes.len().saturating_sub(EDGE)..]);
         let extra = step.tail.len().saturating_sub(EDGE);
         step.tail.drain(..extra);
     }
@@ -925,9 +923,14 @@ pub mod many {
     /// Opens `n` connections to `addr` from this thread, at most
     /// [`IN_FLIGHT`] connects at a time, each with [`CONNECT_DEADLINE`].
     /// Raises this process's soft `RLIMIT_NOFILE` first, failing with advice
-    /// when the hard limit is too low. The server needs as many descriptors:
-    /// spawn it after raising the limit, or with
-    /// [`ServerBuilder::nofile_limit`](crate::server::ServerBuilder::nofile_limit).
+    /// when the hard limit is too low.
+    ///
+    /// The server needs as many descriptors, and inherits its limit when it
+    /// is spawned: call [`ensure_nofile_for`] *before* spawning it (or give
+    /// it [`ServerBuilder::nofile_limit`](crate::server::ServerBuilder::nofile_limit)),
+    /// unless the test is about a server running out of them. (Failures of
+    /// clients made with [`connect_all_to`] say when the server is at its
+    /// limit.)
     #[track_caller]
     pub fn connect_all(addr: SocketAddr, n: usize) -> Vec<Client> {
         connect_many(addr, n, None)
@@ -1009,7 +1012,10 @@ pub mod many {
                     .min_by_key(|(_, (_, t))| *t)
                     .expect("in flight");
                 fail(
-                    format!("opened {n} connections to {addr}, {} at a time", super::many::IN_FLIGHT),
+                    format!(
+                        "opened {n} connections to {addr}, {} at a time",
+                        super::many::IN_FLIGHT
+                    ),
                     format!(
                         "connection {} was not established within {CONNECT_DEADLINE:?} ({connected} connected, {} in flight)",
                         i + 1,
@@ -1047,7 +1053,10 @@ pub mod many {
                     };
                     fail(
                         format!("opened {n} connections to {addr}"),
-                        format!("connection {} of {n} failed ({connected} connected): {e}", i + 1),
+                        format!(
+                            "connection {} of {n} failed ({connected} connected): {e}",
+                            i + 1
+                        ),
                         hint,
                     );
                 }
@@ -1056,11 +1065,18 @@ pub mod many {
                 // SAFETY: the descriptor comes straight from `into_raw_fd`,
                 // so the std stream becomes its only owner.
                 let std = unsafe { std::net::TcpStream::from_raw_fd(s.into_raw_fd()) };
-                done[i] = Some(Client::from_connected(std, addr, READ_DEADLINE, server.clone()));
+                done[i] = Some(Client::from_connected(
+                    std,
+                    addr,
+                    READ_DEADLINE,
+                    server.clone(),
+                ));
                 connected += 1;
             }
         }
-        done.into_iter().map(|c| c.expect("all connected")).collect()
+        done.into_iter()
+            .map(|c| c.expect("all connected"))
+            .collect()
     }
 }
 
@@ -1077,7 +1093,11 @@ mod tests {
         t.note("closed");
         let lines: Vec<String> = t.steps.iter().map(|s| s.to_string()).collect();
         assert_eq!(lines[0], "sent 5 bytes: \"hello\"");
-        assert!(lines[1].starts_with("received 1000 bytes: \"xxx"), "{}", lines[1]);
+        assert!(
+            lines[1].starts_with("received 1000 bytes: \"xxx"),
+            "{}",
+            lines[1]
+        );
         assert!(lines[1].contains("\" ... \""), "{}", lines[1]);
         assert_eq!(lines[2], "closed");
     }

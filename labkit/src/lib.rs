@@ -9,7 +9,7 @@
 //! | [`report`] | failure messages: what the test did, expected, got, hint |
 //! | [`run`] | run a binary with arguments and stdin, with a deadline; exit code, output, peak memory |
 //! | [`server`] | spawn a server lab on `127.0.0.1:0`, wait for `listening on <addr>`, kill on drop |
-//! | [`client`] | TCP clients with deadlines: send, read exactly, read a line, expect silence, half-close |
+//! | [`client`] | TCP clients with deadlines: send, read exactly, read a line, expect silence, half-close, reset; `many::connect_all` |
 //! | [`procfs`] | facts from `/proc`: threads, open fds, RSS, state, children |
 //! | [`strace`] | run under `strace` and count system calls by name |
 //! | [`watchdog`] | a deadline around a library call |

@@ -419,13 +419,19 @@ impl Server {
             let ending = self.view.fate().unwrap_or_default();
             self.report()
                 .did(format!("sent {name}"))
-                .expected(format!("the server to be running when the test sent {name}"))
+                .expected(format!(
+                    "the server to be running when the test sent {name}"
+                ))
                 .got(format!("the server had already {ending}"))
                 .hint("read the server's stderr below for why it stopped")
                 .fail();
         }
         let until = Instant::now() + deadline;
-        let exit = self.view.shared.wait_until(until, |st| st.exit.is_some()).exit;
+        let exit = self
+            .view
+            .shared
+            .wait_until(until, |st| st.exit.is_some())
+            .exit;
         let Some(status) = exit else {
             self.report()
                 .did(format!("sent {name}"))
@@ -535,6 +541,20 @@ impl ServerView {
         Some(match st.exit {
             Some(status) => describe_exit(status, &st.stderr.text()),
             None => "was exiting but had not finished".to_string(),
+        })
+    }
+
+    /// When the server has (nearly) as many files open as its soft
+    /// `RLIMIT_NOFILE` allows, says so: its `accept` then fails with
+    /// `EMFILE`, and connections sit unserved in the queue, which from the
+    /// outside looks like a server that went quiet.
+    pub(crate) fn fd_pressure(&self) -> Option<String> {
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", self.pid)).ok()?;
+        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+        let limit: usize = line.split_whitespace().nth(3)?.parse().ok()?;
+        let open = crate::procfs::open_fds(self.pid)?;
+        (open + 2 >= limit).then(|| {
+            format!("with {open} files open, at its limit of {limit} (RLIMIT_NOFILE): accept fails with EMFILE")
         })
     }
 
@@ -779,7 +799,9 @@ impl StdoutLog {
             bytes = &bytes[take..];
         }
         self.late_len += bytes.len() as u64;
-        let keep = LATE_STDOUT_KEEP.saturating_sub(self.late.len()).min(bytes.len());
+        let keep = LATE_STDOUT_KEEP
+            .saturating_sub(self.late.len())
+            .min(bytes.len());
         self.late.extend_from_slice(&bytes[..keep]);
     }
 }
@@ -954,7 +976,10 @@ mod tests {
             "exited with code 3"
         );
         assert_eq!(
-            describe_exit(ExitStatus::from_raw(101 << 8), "thread 'main' panicked at x"),
+            describe_exit(
+                ExitStatus::from_raw(101 << 8),
+                "thread 'main' panicked at x"
+            ),
             "exited with code 101 (a panic)"
         );
         assert!(describe_exit(ExitStatus::from_raw(libc::SIGKILL), "").contains("signal 9"));
