@@ -494,6 +494,9 @@ fn print_summary(
 }
 
 fn failed_detail(failed: &[&TestResult]) -> String {
+    // Tests finish in any order; name them in test order.
+    let mut failed = failed.to_vec();
+    failed.sort_by(|a, b| a.name.cmp(&b.name));
     let names: Vec<String> = failed
         .iter()
         .map(|r| format!("{} ({})", r.name, r.status))
@@ -549,6 +552,12 @@ fn global_checks(course: &Course, ready: &[Lab], checks: &mut Checks) {
             })
             .map(|l| l.id().to_string())
             .collect();
+        let broken = broken_links(root, &readme);
+        checks.global(
+            "README.md links only to files that exist",
+            broken.is_empty(),
+            format!("fix or unlink: {}", broken.join(", ")),
+        );
         checks.global(
             "README.md has a progress box for every lab",
             missing.is_empty(),
@@ -558,6 +567,27 @@ fn global_checks(course: &Course, ready: &[Lab], checks: &mut Checks) {
             ),
         );
     }
+}
+
+/// Relative Markdown link targets in `text` that do not exist under `root`.
+pub fn broken_links(root: &Path, text: &str) -> Vec<String> {
+    let mut broken = Vec::new();
+    for (i, _) in text.match_indices("](") {
+        let rest = &text[i + 2..];
+        let Some(end) = rest.find(')') else { continue };
+        let target = rest[..end].split('#').next().unwrap_or("").trim();
+        if target.is_empty()
+            || target.contains("://")
+            || target.starts_with("mailto:")
+            || target.contains(' ')
+        {
+            continue;
+        }
+        if !root.join(target).exists() {
+            broken.push(target.to_string());
+        }
+    }
+    broken
 }
 
 /// External `[workspace.dependencies]` that `workspace-hack` does not list.
@@ -899,6 +929,14 @@ mod tests {
                 .unwrap_err()
                 .contains("not a unified diff")
         );
+    }
+
+    #[test]
+    fn finds_broken_relative_links_only() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let text =
+            "[a](Cargo.toml) [b](src/main.rs#x) [c](https://x.org/y) [d](missing.md) [e](#top)";
+        assert_eq!(broken_links(root, text), ["missing.md"]);
     }
 
     #[test]

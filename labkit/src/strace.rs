@@ -89,6 +89,8 @@ impl Strace {
         let mut args: Vec<std::ffi::OsString> = vec![
             "-f".into(),
             "-qq".into(),
+            // No padding before ` = `: one less thing for the parser to undo.
+            "-a0".into(),
             "-s".into(),
             "64".into(),
             "-o".into(),
@@ -213,10 +215,18 @@ pub fn parse(text: &str) -> Vec<Syscall> {
     calls
 }
 
-/// Splits `args) = ret` at the last `) = `.
+/// Splits `args) = ret` at the last `)` followed by ` = `. strace pads short
+/// calls to a column (`close(3)      = 0`), so spaces may stand between.
 fn split_ret(s: &str) -> Option<(String, String)> {
-    let i = s.rfind(") = ")?;
-    Some((s[..i].to_string(), s[i + 4..].trim().to_string()))
+    let mut end = s.len();
+    while let Some(i) = s[..end].rfind(" = ") {
+        let head = s[..i].trim_end();
+        if let Some(args) = head.strip_suffix(')') {
+            return Some((args.to_string(), s[i + 3..].trim().to_string()));
+        }
+        end = i;
+    }
+    None
 }
 
 /// The full path of a program on `PATH`.
@@ -245,7 +255,7 @@ mod tests {
 1234  openat(AT_FDCWD, \"a.txt\", O_RDONLY|O_CLOEXEC) = 3
 1234  write(1, \"x) = y\\n\", 6) = 6
 1235  read(3,  <unfinished ...>
-1234  close(3) = 0
+1234  close(3)                                = 0
 1235  <... read resumed>\"abc\", 4096) = 3
 1234  --- SIGCHLD {si_signo=SIGCHLD} ---
 1234  openat(AT_FDCWD, \"missing\", O_RDONLY) = -1 ENOENT (No such file or directory)

@@ -239,17 +239,15 @@ fn write_big_file(dir: &Dir, name: &str, mib: u64) -> (Digest, Digest) {
     let mut lines: u64 = 0;
     while block.len() < (1 << 20) - 200 {
         let start = block.len();
+        let is_match = lines % 997 == 500;
         write!(block, "{lines:07} ").unwrap();
-        if lines % 997 == 500 {
+        if is_match {
             block.extend_from_slice(b"NEEDLE ");
-            matches.push((lines, start..0));
         }
         block.extend_from_slice(&FILLER[..(lines as usize * 37) % FILLER.len()]);
         block.push(b'\n');
-        if let Some(last) = matches.last_mut() {
-            if last.1.end == 0 && last.0 == lines {
-                last.1.end = block.len();
-            }
+        if is_match {
+            matches.push((lines, start..block.len()));
         }
         lines += 1;
     }
