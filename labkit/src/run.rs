@@ -45,6 +45,8 @@ enum Capture {
     /// Count the bytes and hash them, keep only the first and last 4 KiB
     /// (for outputs too large to hold).
     Digest,
+    /// A pipe whose reader is already closed: every write fails with EPIPE.
+    Closed,
 }
 
 /// A command to run; see the module docs.
@@ -123,6 +125,15 @@ impl Cmd {
         self
     }
 
+    /// Connects standard output to a pipe whose read end is already closed,
+    /// so the program's first write fails with EPIPE ("Broken pipe"), as in
+    /// `program | head -1` once `head` has exited. Rust programs ignore
+    /// SIGPIPE, so they see the error; the outcome's stdout is empty.
+    pub fn stdout_closed(mut self) -> Self {
+        self.capture = Capture::Closed;
+        self
+    }
+
     /// Kills the program if it has not exited after `deadline`.
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = deadline;
@@ -163,10 +174,15 @@ impl Cmd {
     #[track_caller]
     pub fn run(&self) -> Outcome {
         let mut command = Command::new(&self.program);
-        command
-            .args(&self.args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        command.args(&self.args).stderr(Stdio::piped());
+        if self.capture == Capture::Closed {
+            let (reader, writer) = std::io::pipe().expect("create a pipe for stdout");
+            // Nobody will ever read: writes to `writer` fail with EPIPE.
+            drop(reader);
+            command.stdout(writer);
+        } else {
+            command.stdout(Stdio::piped());
+        }
         for (k, v) in &self.env {
             command.env(k, v);
         }
@@ -207,10 +223,13 @@ impl Cmd {
             }
             _ => None,
         };
-        let stdout = child.stdout.take().expect("stdout is piped");
+        let stdout = child.stdout.take();
         let stderr = child.stderr.take().expect("stderr is piped");
         let capture = self.capture;
-        let out_thread = thread::spawn(move || Stream::drain(stdout, capture));
+        let out_thread = thread::spawn(move || match stdout {
+            Some(pipe) => Stream::drain(pipe, capture),
+            None => Stream::default(),
+        });
         let err_thread = thread::spawn(move || Stream::drain(stderr, Capture::Keep));
 
         // Sample the peak memory until the program exits.
@@ -310,7 +329,7 @@ impl Stream {
             s.len += n as u64;
             s.hash = fnv1a(s.hash, chunk);
             match capture {
-                Capture::Keep => s.bytes.extend_from_slice(chunk),
+                Capture::Keep | Capture::Closed => s.bytes.extend_from_slice(chunk),
                 Capture::Digest => {
                     if s.bytes.len() < Self::KEEP {
                         let take = (Self::KEEP - s.bytes.len()).min(n);
@@ -370,7 +389,8 @@ pub struct Outcome {
     pub stdout_tail: Vec<u8>,
     /// Standard error, whole.
     pub stderr: Vec<u8>,
-    /// Peak resident memory of the program in KiB (`VmHWM`).
+    /// Peak resident memory of the program in KiB (`VmHWM`), sampled every
+    /// 2 ms: 0 for a program that exits before the first sample.
     pub peak_rss_kib: u64,
     /// Wall time from start to exit.
     pub elapsed: Duration,

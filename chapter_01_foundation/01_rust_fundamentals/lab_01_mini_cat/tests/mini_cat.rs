@@ -9,8 +9,7 @@
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use labkit::report::{first_difference, show};
@@ -276,55 +275,6 @@ fn write_big_file(dir: &Dir, name: &str, mib: u64) -> (Digest, Digest) {
     numbered.push(format!("{:>6}\t", mib * lines + 1).as_bytes());
     numbered.push(last_line);
     (plain, numbered)
-}
-
-/// Runs mini_cat with its stdout connected to a pipe whose read end is
-/// already closed, so its first write that does not fit in the pipe fails
-/// with EPIPE (like `mini_cat big.txt | head -1` once head has exited).
-/// Returns the exit status and what it wrote to stderr.
-fn run_into_closed_pipe(
-    dir: &Dir,
-    args: &[&str],
-    what: &str,
-) -> (std::process::ExitStatus, Vec<u8>) {
-    let (reader, writer) = std::io::pipe().expect("create a pipe");
-    // Nobody will ever read: from now on writes to `writer` fail with EPIPE.
-    drop(reader);
-    let stderr_path: PathBuf = dir.path().join(format!("stderr-{what}.txt"));
-    let stderr = File::create(&stderr_path).expect("create a file for stderr");
-    let mut child = Command::new(BIN)
-        .args(args)
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(writer)
-        .stderr(stderr)
-        .spawn()
-        .expect("start mini_cat");
-
-    /// Kills the child if the deadline below fails the test, so a hung
-    /// program does not outlive it.
-    struct KillOnPanic(u32);
-    impl Drop for KillOnPanic {
-        fn drop(&mut self) {
-            if std::thread::panicking() {
-                // SAFETY: kill(2) on our own child, not reaped yet (the wait
-                // below has not returned, or we would not be panicking).
-                unsafe { libc::kill(self.0 as libc::pid_t, libc::SIGKILL) };
-            }
-        }
-    }
-    let guard = KillOnPanic(child.id());
-    let status = labkit::watchdog::within(
-        Duration::from_secs(30),
-        &format!(
-            "mini_cat {} > (a pipe nobody reads), then waited for it to exit",
-            args.join(" ")
-        ),
-        move || child.wait(),
-    )
-    .expect("wait for mini_cat");
-    drop(guard);
-    (status, fs::read(&stderr_path).unwrap_or_default())
 }
 
 // ---------------------------------------------------------------------------
@@ -664,36 +614,39 @@ fn test_16_stops_quietly_when_stdout_is_closed() {
     expect_digest(setup, &out, &plain, 4, 1024);
 
     for args in [&["big.txt"][..], &["big.txt", "-n"][..]] {
-        let (status, stderr) = run_into_closed_pipe(&dir, args, &args.len().to_string());
-        use std::os::unix::process::ExitStatusExt;
-        let by_sigpipe = status.signal() == Some(libc::SIGPIPE);
+        let out = dir
+            .cmd(args)
+            .stdout_closed()
+            .deadline(Duration::from_secs(30))
+            .run();
+        let stderr = &out.stderr;
+        let by_sigpipe = out.signal == Some(libc::SIGPIPE);
         let report = || {
             Report::new(setup)
                 .did(format!(
                     "ran: mini_cat {} with stdout connected to a pipe whose reader has closed, so writes fail with EPIPE (\"Broken pipe\")",
                     args.join(" ")
                 ))
-                .quote("your program (stderr)", &stderr)
+                .quote("your program (stderr)", stderr)
         };
-        let stderr_text = String::from_utf8_lossy(&stderr);
-        if stderr_text.contains("panicked at") {
+        if out.panicked() {
             report()
                 .expected("a quiet exit with code 0")
-                .got(format!("a panic ({status})"))
+                .got(out.ending())
                 .hint("println!/print! panic when stdout is closed, and so does unwrap() on a write: write through a BufWriter with write_all and treat io::ErrorKind::BrokenPipe as the end of the job")
                 .fail();
         }
-        if !(status.code() == Some(0) || by_sigpipe) {
+        if !(out.code == Some(0) || by_sigpipe) {
             report()
                 .expected("exit code 0 (or death by SIGPIPE, like C's cat)")
-                .got(format!("{status}"))
+                .got(out.ending())
                 .hint("a reader that has seen enough (head, less quitting) is not an error: on io::ErrorKind::BrokenPipe stop and exit 0")
                 .fail();
         }
         if !stderr.is_empty() {
             report()
                 .expected("nothing on stderr")
-                .got(format!("stderr {}", show(&stderr)))
+                .got(format!("stderr {}", show(stderr)))
                 .hint("stop quietly on io::ErrorKind::BrokenPipe: `mini_cat big.txt | head` should print only what head prints")
                 .fail();
         }
