@@ -72,6 +72,7 @@ impl Cargo {
         packages: &[String],
         label: &str,
     ) -> Result<BTreeMap<String, String>> {
+        self.log(&format!("{label}: building {} packages", packages.len()));
         let mut args = vec![
             "build",
             "--tests",
@@ -149,14 +150,30 @@ impl Cargo {
         if packages.is_empty() {
             return Ok(Vec::new());
         }
-        if nextest_available() {
-            self.run_nextest(packages, profile, label)
+        let started = std::time::Instant::now();
+        let results = if nextest_available() {
+            self.run_nextest(packages, profile, label)?
         } else {
             let mut all = Vec::new();
             for p in packages {
                 all.extend(self.run_cargo_test(p, None)?);
             }
-            Ok(all)
+            all
+        };
+        let failed = results.iter().filter(|r| !r.passed).count();
+        self.log(&format!(
+            "{label}: {} tests run, {failed} failed ({:.1} s)",
+            results.len(),
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(results)
+    }
+
+    /// Without a terminal (CI, a pipe), progress bars are hidden: say what
+    /// is happening in one line on stderr instead, so a long run is not silent.
+    fn log(&self, line: &str) {
+        if !self.progress {
+            eprintln!("[course] {line}");
         }
     }
 

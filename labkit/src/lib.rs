@@ -10,18 +10,25 @@
 //! | [`run`] | run a binary with arguments and stdin, with a deadline; exit code, output, peak memory |
 //! | [`server`] | spawn a server lab on `127.0.0.1:0`, wait for `listening on <addr>`, kill on drop |
 //! | [`client`] | TCP clients with deadlines: send, read exactly, read a line, expect silence, half-close, reset; `many::connect_all` |
+//! | [`echo`] | the echo servers' shared conformance suite: `echo_suite!` generates numbered tests |
 //! | [`procfs`] | facts from `/proc`: threads, open fds, RSS, state, children |
+//! | [`services`] | real PostgreSQL and Redis: a fresh database or key prefix per test, a shared throwaway server when no URL is set |
+//! | [`session`] | drive a running program: read stdout lines with deadlines, inspect it in `/proc` while it waits, answer on stdin |
 //! | [`strace`] | run under `strace` and count system calls by name |
 //! | [`watchdog`] | a deadline around a library call |
 //!
 //! Invariants: labkit never depends on a lab; every wait has a deadline and a
-//! message; nothing here sleeps to synchronise.
+//! message; nothing here sleeps to synchronise (polling a
+//! server's start, which has no event, is a deadline-bounded poll).
 
 pub mod client;
+pub mod echo;
 pub mod procfs;
 pub mod report;
 pub mod run;
 pub mod server;
+pub mod services;
+pub mod session;
 pub mod strace;
 pub mod watchdog;
 

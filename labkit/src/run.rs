@@ -226,11 +226,8 @@ impl Cmd {
         let stdout = child.stdout.take();
         let stderr = child.stderr.take().expect("stderr is piped");
         let capture = self.capture;
-        let out_thread = thread::spawn(move || match stdout {
-            Some(pipe) => Stream::drain(pipe, capture),
-            None => Stream::default(),
-        });
-        let err_thread = thread::spawn(move || Stream::drain(stderr, Capture::Keep));
+        let out_stream = Drained::start(stdout, capture);
+        let err_stream = Drained::start(Some(stderr), Capture::Keep);
 
         // Sample the peak memory until the program exits.
         let peak = Arc::new(AtomicU64::new(0));
@@ -270,11 +267,17 @@ impl Cmd {
         let _ = sampler.join();
         // `child` was reaped by wait4 above; dropping it neither waits nor kills.
         drop(child);
-        if let Some(t) = stdin_thread {
-            let _ = t.join();
-        }
-        let stdout = out_thread.join().unwrap_or_default();
-        let stderr = err_thread.join().unwrap_or_default();
+        // The stdin writer is not joined: if a process the program started
+        // still holds stdin without reading, it would block forever. It ends
+        // on its own when the last reader goes.
+        drop(stdin_thread);
+        // Output pipes reach end-of-file when every process holding them has
+        // exited. A program that left a child behind with its stdout (a bug
+        // some labs test for) would make us wait forever, so wait a short
+        // grace period, then take what has arrived.
+        let grace = Duration::from_secs(2);
+        let (stdout, out_open) = out_stream.finish(grace);
+        let (stderr, err_open) = err_stream.finish(grace);
 
         Outcome {
             command_line: self.command_line(),
@@ -289,6 +292,7 @@ impl Cmd {
             stderr: stderr.bytes,
             peak_rss_kib: peak.load(Ordering::Relaxed),
             elapsed,
+            output_left_open: out_open || err_open,
         }
     }
 }
@@ -298,6 +302,47 @@ impl Cmd {
 pub(crate) struct ExitStatus {
     pub code: Option<i32>,
     pub signal: Option<i32>,
+}
+
+/// A pipe being drained on its own thread into a shared [`Stream`], so the
+/// output can be taken even if the pipe never reaches end-of-file.
+struct Drained {
+    stream: Arc<std::sync::Mutex<Stream>>,
+    done: mpsc::Receiver<()>,
+    capture: Capture,
+}
+
+impl Drained {
+    fn start(pipe: Option<impl Read + Send + 'static>, capture: Capture) -> Drained {
+        let stream = Arc::new(std::sync::Mutex::new(Stream {
+            hash: FNV_OFFSET,
+            ..Stream::default()
+        }));
+        let (tx, done) = mpsc::channel();
+        let shared = Arc::clone(&stream);
+        thread::spawn(move || {
+            if let Some(pipe) = pipe {
+                Stream::drain(pipe, capture, &shared);
+            }
+            let _ = tx.send(());
+        });
+        Drained {
+            stream,
+            done,
+            capture,
+        }
+    }
+
+    /// Waits up to `grace` for end-of-file, then takes the output; the bool
+    /// says whether the pipe was still open.
+    fn finish(self, grace: Duration) -> (Stream, bool) {
+        let open = self.done.recv_timeout(grace).is_err();
+        let mut s = std::mem::take(&mut *self.stream.lock().unwrap_or_else(|e| e.into_inner()));
+        if self.capture == Capture::Digest && s.tail.len() > Stream::KEEP {
+            s.tail.drain(..s.tail.len() - Stream::KEEP);
+        }
+        (s, open)
+    }
 }
 
 /// Output drained from one pipe.
@@ -312,11 +357,7 @@ struct Stream {
 impl Stream {
     const KEEP: usize = 4096;
 
-    fn drain(mut pipe: impl Read, capture: Capture) -> Stream {
-        let mut s = Stream {
-            hash: FNV_OFFSET,
-            ..Stream::default()
-        };
+    fn drain(mut pipe: impl Read, capture: Capture, shared: &std::sync::Mutex<Stream>) {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = match pipe.read(&mut buf) {
@@ -326,6 +367,8 @@ impl Stream {
                 Err(_) => break,
             };
             let chunk = &buf[..n];
+            let mut guard = shared.lock().unwrap_or_else(|e| e.into_inner());
+            let s = &mut *guard;
             s.len += n as u64;
             s.hash = fnv1a(s.hash, chunk);
             match capture {
@@ -342,10 +385,6 @@ impl Stream {
                 }
             }
         }
-        if capture == Capture::Digest && s.tail.len() > Self::KEEP {
-            s.tail.drain(..s.tail.len() - Self::KEEP);
-        }
-        s
     }
 }
 
@@ -394,6 +433,10 @@ pub struct Outcome {
     pub peak_rss_kib: u64,
     /// Wall time from start to exit.
     pub elapsed: Duration,
+    /// Whether stdout or stderr was still open after the program ended: a
+    /// process it started outlived it and kept them (output after that
+    /// point is not captured).
+    pub output_left_open: bool,
 }
 
 impl Outcome {
@@ -492,5 +535,46 @@ pub fn signal_name(sig: i32) -> &'static str {
         libc::SIGPIPE => "SIGPIPE: wrote to a closed pipe",
         libc::SIGBUS => "SIGBUS",
         _ => "signal",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captures_output_exit_code_and_stdin() {
+        let out = Cmd::new("/bin/sh")
+            .args(["-c", "cat; echo err >&2; exit 3"])
+            .stdin("in\n")
+            .run();
+        assert_eq!(out.stdout, b"in\n");
+        assert_eq!(out.stderr, b"err\n");
+        assert_eq!(out.code, Some(3));
+        assert!(!out.timed_out && !out.output_left_open);
+    }
+
+    #[test]
+    fn a_child_left_holding_stdout_does_not_hang_the_run() {
+        // The shell exits at once; the `sleep` it started keeps stdout open.
+        let out = Cmd::new("/bin/sh")
+            .args(["-c", "sleep 60 & echo started"])
+            .deadline(Duration::from_secs(10))
+            .run();
+        assert_eq!(out.stdout, b"started\n");
+        assert_eq!(out.code, Some(0));
+        assert!(out.output_left_open);
+        assert!(out.elapsed < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_program_past_its_deadline_is_killed() {
+        let out = Cmd::new("/bin/sh")
+            .args(["-c", "exec sleep 60"])
+            .deadline(Duration::from_millis(200))
+            .run();
+        assert!(out.timed_out);
+        assert_eq!(out.signal, Some(libc::SIGKILL));
+        assert!(out.ending().contains("killed by the test"));
     }
 }

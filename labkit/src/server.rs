@@ -217,7 +217,21 @@ impl ServerBuilder {
             }
         }
 
-        let mut child = match command.spawn() {
+        // A program the test has just written (a wrapper script) can fail
+        // to start with ETXTBSY while another test thread's fork still holds
+        // its write descriptor for an instant; that passes, so retry briefly.
+        let mut spawned = command.spawn();
+        for _ in 0..200 {
+            match &spawned {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                    // A back-off between retries, not synchronisation.
+                    std::thread::sleep(Duration::from_millis(1));
+                    spawned = command.spawn();
+                }
+                _ => break,
+            }
+        }
+        let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {
                 let hint = match self.nofile {

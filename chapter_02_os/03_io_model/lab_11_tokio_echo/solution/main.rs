@@ -1,0 +1,143 @@
+//! An async TCP echo server on tokio: one task per connection.
+//!
+//! ```text
+//! tokio_echo [ADDR]        (default 127.0.0.1:7011)
+//! ```
+//!
+//! # Design
+//!
+//! The code looks like lab 09's, one function serving one client top to
+//! bottom, but [`serve`] is an `async fn` run as a *task*, not a thread. A
+//! task is a state machine on the heap (here a few hundred bytes plus its
+//! 8 KiB buffer); at each `.await` that cannot proceed (no bytes to read, no
+//! room to write) it returns control to the runtime, which runs another task
+//! on the same thread. The runtime has a few worker threads (one per core by
+//! default) and one `epoll` instance; when a socket becomes ready, epoll
+//! says so and the runtime polls the task waiting on it again. So a
+//! thousand idle clients are a thousand small structs and a thousand
+//! registrations in epoll, not a thousand threads, and the thread count does
+//! not grow with the connections.
+//!
+//! Backpressure is the same as with blocking threads: `write_all` does not
+//! complete while the client does not read, so the task does not read
+//! either, and the client's data waits in the kernel's (bounded) buffers.
+//! Memory stays flat however much a slow client pushes.
+//!
+//! # Shutdown
+//!
+//! The accept loop waits on two things at once with `tokio::select!`: the
+//! next connection, or SIGINT/SIGTERM. On a signal it stops accepting and
+//! returns from `main`. That drops the runtime, which cancels every task at
+//! its current `.await` and drops its socket (closing the connection), so
+//! the process exits 0 at once even with idle clients connected. A server
+//! that must finish in-flight requests would instead tell the tasks to stop
+//! (a `watch` channel or a `CancellationToken`) and wait for them, with a
+//! deadline; for echo, nothing is lost by cutting a connection.
+//!
+//! Without a handler, SIGTERM's default action kills the process at once:
+//! no logs flushed, exit status "killed by signal 15", which supervisors
+//! (systemd, Kubernetes) report as a failure.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// The address when none is given on the command line.
+const DEFAULT_ADDR: &str = "127.0.0.1:7011";
+
+/// Each connection's buffer (the size `tokio::io::copy` uses). It lives in
+/// the task, so a thousand idle connections hold 8 MiB of buffers; a server
+/// for many idle clients would allocate it only while data flows.
+const BUF_SIZE: usize = 8 * 1024;
+
+/// How long to wait before calling `accept` again after it failed.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+#[tokio::main]
+async fn main() {
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| DEFAULT_ADDR.to_string());
+    let listener = match TcpListener::bind(&addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("tokio_echo: cannot listen on {addr}: {e}");
+            std::process::exit(1);
+        }
+    };
+    // Install the signal handlers before announcing the address: from the
+    // moment a client (or a supervisor) can see us, SIGTERM must mean "shut
+    // down cleanly", not the default "die at once".
+    let (mut sigint, mut sigterm) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(i), Ok(t)) => (i, t),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("tokio_echo: cannot handle signals: {e}");
+            std::process::exit(1);
+        }
+    };
+    let local = listener
+        .local_addr()
+        .expect("a bound listener has an address");
+    println!("listening on {local}");
+
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    // The task owns the stream: when it returns (or is
+                    // cancelled at shutdown), the socket is dropped and closed.
+                    tokio::spawn(async move {
+                        if let Err(e) = serve(stream).await {
+                            eprintln!("tokio_echo: {peer}: {e}");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // EMFILE and friends: retrying at once fails at once.
+                    // Pause (the pause is a timer, not a blocked thread).
+                    eprintln!("tokio_echo: accept failed: {e}");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+            _ = sigint.recv() => {
+                eprintln!("tokio_echo: SIGINT, shutting down");
+                break;
+            }
+            _ = sigterm.recv() => {
+                eprintln!("tokio_echo: SIGTERM, shutting down");
+                break;
+            }
+        }
+    }
+    // Returning drops the listener (no more connections) and then the
+    // runtime, which cancels the connection tasks; see the module docs.
+}
+
+/// Echoes everything until the client closes its sending side.
+async fn serve(mut stream: TcpStream) -> io::Result<()> {
+    // As in lab 09: an echo is a reply to send now, not to batch (Nagle's
+    // algorithm would hold a small write until the previous one is acked).
+    stream.set_nodelay(true)?;
+
+    // One buffer per connection, reused for every read.
+    let mut buf = vec![0u8; BUF_SIZE];
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            // End of file: everything has been echoed. Returning drops the
+            // stream, which closes the connection.
+            return Ok(());
+        }
+        // On a non-blocking socket a write is partial whenever the send
+        // buffer has less room than we have bytes; `write_all` waits for
+        // room and sends the rest. (`tokio::io::copy(&mut reader, &mut
+        // writer)` on a split stream is this loop, ready-made.)
+        stream.write_all(&buf[..n]).await?;
+    }
+}

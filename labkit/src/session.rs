@@ -1,0 +1,442 @@
+//! Drive a command-line program step by step while it runs.
+//!
+//! [`crate::run::Cmd`] runs a program to completion; some lessons need to look
+//! at a program *while* it runs, at a point it chooses: its threads in
+//! `/proc/<pid>/task`, its children and their states (a zombie is only
+//! visible while its parent lives). A [`Session`] starts the program with
+//! pipes on all three standard streams, lets the test read its stdout line by
+//! line with a deadline (so the program can announce "I am at point X, now
+//! look"), inspect it, answer on stdin, and finally wait for its exit with a
+//! deadline.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use labkit::session::Session;
+//! let mut s = Session::start("/path/to/program", ["--hold"]);
+//! let (before, _line) = s.read_until("a `hold:` line", |l| l.starts_with("hold:"), Duration::from_secs(10));
+//! let children = labkit::procfs::children(s.pid()); // the program is waiting now
+//! s.send_line("");
+//! let status = s.wait(Duration::from_secs(10));
+//! ```
+//!
+//! Stdout is read by a thread that forwards whole lines over a channel, so a
+//! read has a deadline; stderr is drained by another thread and kept for
+//! failure messages ([`Session::report`] quotes both). The exit is recorded
+//! the way [`crate::server`] does it: a thread waits with `waitid(WNOWAIT)`,
+//! which leaves the process unreaped, then reaps it under the state lock;
+//! signals are sent under the same lock only while no exit is recorded, so a
+//! signal never reaches a recycled pid. Dropping a `Session` kills (SIGKILL)
+//! and reaps the program if it still runs.
+//!
+//! Note that processes the program forks inherit its stdout: the test sees
+//! the end of stdout only when they have all exited or closed it.
+
+use std::ffi::OsStr;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::report::Report;
+use crate::run::Cmd;
+
+/// How long a dropped session waits for the killed program to be reaped.
+const DROP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The most stderr kept for messages (the newest bytes).
+const STDERR_KEEP: usize = 64 * 1024;
+
+/// What the reaper thread records; see the module docs.
+#[derive(Debug)]
+struct State {
+    child: Child,
+    exit: Option<ExitStatus>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    exited: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running program; see the module docs.
+#[derive(Debug)]
+pub struct Session {
+    command_line: String,
+    pid: u32,
+    stdin: Option<ChildStdin>,
+    /// Whole lines of stdout (without the newline), from the reader thread;
+    /// disconnected at the end of stdout.
+    lines: mpsc::Receiver<String>,
+    /// Every line read so far, for messages.
+    seen: Vec<String>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    shared: Arc<Shared>,
+}
+
+impl Session {
+    /// Starts `program` (usually `env!("CARGO_BIN_EXE_<name>")`) with `args`.
+    /// Fails the test with a clear message when it cannot be started.
+    #[track_caller]
+    pub fn start<I, S>(program: impl AsRef<Path>, args: I) -> Session
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<_> = args
+            .into_iter()
+            .map(|a| a.as_ref().to_os_string())
+            .collect();
+        let command_line = Cmd::new(program.as_ref()).args(&args).command_line();
+        let mut child = match Command::new(program.as_ref())
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => Report::new(format!("started: {command_line}"))
+                .got(format!("could not start it: {e}"))
+                .hint("does the lab build? try `cargo build` in the lab folder")
+                .fail(),
+        };
+        let pid = child.id();
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut stderr_pipe = child.stderr.take().expect("stderr is piped");
+
+        let (tx, lines) = mpsc::channel();
+        thread::Builder::new()
+            .name(format!("labkit-session-{pid}-stdout"))
+            .spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            })
+            .expect("spawn a thread to read the program's stdout");
+
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        {
+            let stderr = Arc::clone(&stderr);
+            thread::Builder::new()
+                .name(format!("labkit-session-{pid}-stderr"))
+                .spawn(move || {
+                    let mut buf = [0u8; 8192];
+                    loop {
+                        match stderr_pipe.read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => {
+                                let mut kept = stderr.lock().unwrap_or_else(|e| e.into_inner());
+                                kept.extend_from_slice(&buf[..n]);
+                                if kept.len() > STDERR_KEEP {
+                                    let cut = kept.len() - STDERR_KEEP;
+                                    kept.drain(..cut);
+                                }
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(_) => break,
+                        }
+                    }
+                })
+                .expect("spawn a thread to drain the program's stderr");
+        }
+
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State { child, exit: None }),
+            exited: Condvar::new(),
+        });
+        {
+            let shared = Arc::clone(&shared);
+            thread::Builder::new()
+                .name(format!("labkit-session-{pid}-reaper"))
+                .spawn(move || reap(&shared, pid as libc::pid_t))
+                .expect("spawn a thread to wait for the program");
+        }
+
+        Session {
+            command_line,
+            pid,
+            stdin,
+            lines,
+            seen: Vec::new(),
+            stderr,
+            shared,
+        }
+    }
+
+    /// The program's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The command as a learner would type it.
+    pub fn command_line(&self) -> &str {
+        &self.command_line
+    }
+
+    /// Every stdout line read so far, in order.
+    pub fn lines_seen(&self) -> &[String] {
+        &self.seen
+    }
+
+    /// The next line of stdout (without its newline), or `None` when stdout
+    /// ended or no line came within `deadline`.
+    pub fn read_line(&mut self, deadline: Duration) -> Option<String> {
+        let line = self.lines.recv_timeout(deadline).ok()?;
+        self.seen.push(line.clone());
+        Some(line)
+    }
+
+    /// Reads every remaining line until stdout ends. `Err` holds the lines
+    /// read when `deadline` passed first (stdout still open: the program, or
+    /// a process it started, still holds it).
+    pub fn read_to_end(&mut self, deadline: Duration) -> Result<Vec<String>, Vec<String>> {
+        let until = Instant::now() + deadline;
+        let mut lines = Vec::new();
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    lines.push(line);
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(lines),
+                Err(mpsc::RecvTimeoutError::Timeout) => return Err(lines),
+            }
+        }
+    }
+
+    /// Reads lines until one satisfies `stop`, within `deadline` in all.
+    /// Returns the lines before that one and the line itself; fails the test
+    /// (quoting the output so far) when stdout ends or the deadline passes
+    /// first. `what` names the awaited line for that message, e.g. "the line
+    /// `hold: workers alive`".
+    #[track_caller]
+    pub fn read_until(
+        &mut self,
+        what: &str,
+        stop: impl Fn(&str) -> bool,
+        deadline: Duration,
+    ) -> (Vec<String>, String) {
+        let until = Instant::now() + deadline;
+        let mut before = Vec::new();
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if stop(&line) {
+                        return (before, line);
+                    }
+                    before.push(line);
+                }
+                Err(e) => {
+                    if e == mpsc::RecvTimeoutError::Disconnected {
+                        // Stdout ends a moment before the exit is recorded.
+                        let _ = self.wait(Duration::from_secs(2));
+                    }
+                    let got = match (e, self.exit_status()) {
+                        (_, Some(status)) => format!(
+                            "the program ended ({}) without printing it",
+                            describe(status)
+                        ),
+                        (mpsc::RecvTimeoutError::Disconnected, None) => {
+                            "the program closed its stdout without printing it".to_string()
+                        }
+                        (mpsc::RecvTimeoutError::Timeout, None) => {
+                            format!(
+                                "no such line within {deadline:?}; the program is still running"
+                            )
+                        }
+                    };
+                    self.report()
+                        .expected(format!("{what} on stdout within {deadline:?}"))
+                        .got(got)
+                        .hint("read the program's output below: did it stop early, or wait for something before printing?")
+                        .fail()
+                }
+            }
+        }
+    }
+
+    /// Writes `line` and a newline to the program's stdin. A program that
+    /// has closed its stdin (or exited) is not an error here: the test finds
+    /// out when it waits.
+    pub fn send_line(&mut self, line: &str) {
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = stdin.write_all(format!("{line}\n").as_bytes());
+            let _ = stdin.flush();
+        }
+    }
+
+    /// Closes the program's stdin (it reads end of file).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// How the program ended, if it has (without waiting).
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        self.shared.lock().exit
+    }
+
+    /// Waits up to `deadline` for the program to exit; `None` if it is still
+    /// running then (it is not killed: dropping the session does that).
+    pub fn wait(&self, deadline: Duration) -> Option<ExitStatus> {
+        let until = Instant::now() + deadline;
+        let mut st = self.shared.lock();
+        while st.exit.is_none() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            st = self
+                .shared
+                .exited
+                .wait_timeout(st, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        st.exit
+    }
+
+    /// The program's stderr so far (the newest 64 KiB at most).
+    pub fn stderr(&self) -> String {
+        let kept = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&kept).into_owned()
+    }
+
+    /// A report that starts with how the program was started and quotes its
+    /// stdout so far and its stderr, ready for `did`, `expected`, `got`, `hint`.
+    pub fn report(&self) -> Report {
+        Report::new(format!("started: {} (pid {})", self.command_line, self.pid))
+            .quote("your program (stdout)", self.seen.join("\n"))
+            .quote("your program (stderr)", self.stderr())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.stdin = None;
+        {
+            let st = self.shared.lock();
+            if st.exit.is_none() {
+                // SAFETY: kill(2) on our child, not yet reaped (the reaper
+                // needs this lock to reap it), so the pid cannot be reused.
+                unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
+            }
+        }
+        let _ = self.wait(DROP_DEADLINE);
+    }
+}
+
+/// "exit code 3", "killed by signal 9".
+pub fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit code {c}"),
+        (None, Some(s)) => format!("killed by signal {s} ({})", crate::run::signal_name(s)),
+        (None, None) => "an unknown ending".to_string(),
+    }
+}
+
+/// Waits for the child to exit without reaping it, then reaps it under the
+/// lock; see the module docs.
+fn reap(shared: &Shared, pid: libc::pid_t) {
+    loop {
+        // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on our own child with a valid pointer; WNOWAIT
+        // leaves the child waitable, so the pid stays reserved.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if r == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            break;
+        }
+    }
+    let mut st = shared.lock();
+    let status = st.child.wait().unwrap_or_else(|_| ExitStatus::from_raw(0));
+    st.exit = Some(status);
+    drop(st);
+    shared.exited.notify_all();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_lines_answers_and_waits() {
+        let mut s = Session::start(
+            "/bin/sh",
+            ["-c", "echo one; echo hold; read x; echo \"got $x\"; exit 3"],
+        );
+        let (before, line) = s.read_until("`hold`", |l| l == "hold", Duration::from_secs(10));
+        assert_eq!(before, ["one"]);
+        assert_eq!(line, "hold");
+        assert!(crate::procfs::state(s.pid()).is_some());
+        s.send_line("yes");
+        assert_eq!(
+            s.read_line(Duration::from_secs(10)).as_deref(),
+            Some("got yes")
+        );
+        let status = s.wait(Duration::from_secs(10)).expect("sh exits");
+        assert_eq!(status.code(), Some(3));
+        assert_eq!(s.read_to_end(Duration::from_secs(10)), Ok(vec![]));
+    }
+
+    #[test]
+    fn read_to_end_waits_for_every_holder_of_stdout() {
+        // The shell exits at once; its background child keeps stdout open.
+        let mut s = Session::start(
+            "/bin/sh",
+            ["-c", "exec 3<&0; echo a; (read x <&3; echo b) &"],
+        );
+        assert_eq!(
+            s.wait(Duration::from_secs(10)).and_then(|st| st.code()),
+            Some(0)
+        );
+        assert_eq!(
+            s.read_to_end(Duration::from_millis(50)),
+            Err(vec!["a".to_string()])
+        );
+        s.send_line("go");
+        assert_eq!(
+            s.read_to_end(Duration::from_secs(10)),
+            Ok(vec!["b".to_string()])
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "ended (exit code 0) without printing it")]
+    fn read_until_fails_when_the_program_ends_first() {
+        let mut s = Session::start("/bin/sh", ["-c", "echo one"]);
+        let _ = s.wait(Duration::from_secs(10));
+        s.read_until("`never`", |l| l == "never", Duration::from_secs(10));
+    }
+
+    #[test]
+    fn drop_kills_a_program_that_waits_forever() {
+        let s = Session::start("/bin/sh", ["-c", "read x"]);
+        let pid = s.pid();
+        drop(s);
+        assert_eq!(crate::procfs::state(pid), None);
+    }
+}
