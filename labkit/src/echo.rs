@@ -493,6 +493,112 @@ pub fn many_connections(bin: &str, n: usize) {
 }
 
 // ---------------------------------------------------------------------------
+// Checks for the single-threaded servers' own tests (labs 10 and 12)
+// ---------------------------------------------------------------------------
+
+/// 50 clients connected and served, and the server is still one thread: an
+/// event loop does all the work. `hint` names the lab's design.
+#[track_caller]
+pub fn one_thread_serving_50(bin: &str, hint: &str) {
+    let server = Server::spawn(bin);
+    let mut clients = many::connect_all_to(&server, 50);
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send_line(&format!("client {i} of 50"));
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.expect_bytes(format!("client {i} of 50\n").as_bytes());
+    }
+    // All 50 are connected and served: any thread serving one of them
+    // exists right now, so there is nothing to wait for.
+    let threads = server.threads();
+    if threads != 1 {
+        server
+            .report()
+            .did("connected 50 clients, each sent a line and got it back; all still connected")
+            .expected(format!(
+                "1 thread in the server (/proc/{}/status: Threads)",
+                server.pid()
+            ))
+            .got(format!("{threads} threads"))
+            .hint(hint)
+            .fail();
+    }
+    server.expect_alive("served 50 clients");
+}
+
+/// With its open-file limit at 64 and 100 clients connecting, the server
+/// keeps serving the client it had, stays idle (no busy loop on EMFILE), and
+/// serves new clients once the crowd leaves. `waits_in` names the call the
+/// server should sleep in (`poll`, `epoll_wait`); `spin_hint` says how to
+/// avoid the busy loop in the lab's design.
+#[track_caller]
+pub fn survives_fd_exhaustion_without_spinning(bin: &str, waits_in: &str, spin_hint: &str) {
+    use crate::procfs::TICKS_PER_SECOND;
+    const LIMIT: u64 = 64;
+    const CROWD: usize = 100;
+    let server = Server::builder(bin).nofile_limit(LIMIT).spawn();
+    let mut first = Client::connect_to(&server);
+    first.send_line("before the crowd");
+    first.expect_bytes(b"before the crowd\n");
+
+    // More connections than the server can hold: the kernel completes them
+    // all (they wait in the accept queue), and the server's accept fails
+    // with EMFILE once it is at its limit.
+    let crowd = many::connect_all_to(&server, CROWD);
+    let did = format!(
+        "started the server with RLIMIT_NOFILE {LIMIT}, connected one client and got a line echoed, then opened {CROWD} more connections (more than it can accept)"
+    );
+    // The first client must still be served: a server stuck retrying
+    // accept never gets back to its other sockets.
+    first.hint(format!(
+        "{did}; this client, connected before, got no answer: is your server stuck in a loop retrying accept after EMFILE (Too many open files)?"
+    ));
+    first.send_line("during the crowd");
+    first.expect_bytes(b"during the crowd\n");
+
+    // The idle period: the crowd just sits there and the server should
+    // sleep. The window is a measurement, not a synchronisation; the client
+    // checks meanwhile that nothing arrives.
+    let window = Duration::from_secs(2);
+    let before = server.cpu_ticks();
+    first.expect_silence(window);
+    let used = server.cpu_ticks() - before;
+    let window_ticks = window.as_secs() * TICKS_PER_SECOND;
+    // A busy loop burns about all of the window (a core); a sleeping server
+    // close to nothing. A quarter leaves room for a loaded machine.
+    if used * 4 > window_ticks {
+        server
+            .report()
+            .did(&did)
+            .did(format!(
+                "got a line echoed, then left everything idle for {window:?}"
+            ))
+            .expected(format!(
+                "the server to sleep in {waits_in}: well under {} ms of CPU time in {window:?}",
+                window_ticks * 1000 / TICKS_PER_SECOND / 4
+            ))
+            .got(format!(
+                "it used {} ms of CPU time (/proc/{}/stat utime + stime): a busy loop",
+                used * 1000 / TICKS_PER_SECOND,
+                server.pid()
+            ))
+            .hint(spin_hint)
+            .fail();
+    }
+
+    drop(crowd);
+    let mut late = Client::connect_to(&server);
+    late.hint(format!(
+        "{did}, closed all the crowd's connections, then connected a new client: it got no echo. Once connections close the server has descriptors again: does it accept again?"
+    ));
+    late.send_line("after the crowd left");
+    late.expect_bytes(b"after the crowd left\n");
+    first.send_line("still here");
+    first.expect_bytes(b"still here\n");
+    server.expect_alive(format!("{did}, then closed them"));
+}
+
+// ---------------------------------------------------------------------------
 // Helpers, also for labs' own tests
 // ---------------------------------------------------------------------------
 

@@ -73,6 +73,17 @@ pub fn thread_cpu_ticks(pid: u32, tid: u32) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
+/// Linux reports CPU times in `/proc` in ticks of `USER_HZ`, which is 100
+/// on every architecture Linux supports today (`getconf CLK_TCK`).
+pub const TICKS_PER_SECOND: u64 = 100;
+
+/// CPU time (user + system, all threads) a process has used, in ticks:
+/// fields 14 and 15 of `/proc/<pid>/stat` (`man 5 proc`).
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let f = stat_fields(pid)?;
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
 /// The thread ids of a process (`/proc/<pid>/task`).
 pub fn thread_ids(pid: u32) -> Vec<u32> {
     fs::read_dir(format!("/proc/{pid}/task"))

@@ -474,6 +474,13 @@ impl Server {
         self.proc_fact("its open files", crate::procfs::open_fds(self.view.pid))
     }
 
+    /// CPU time (user + system) the server has used so far, in ticks of
+    /// [`crate::procfs::TICKS_PER_SECOND`].
+    #[track_caller]
+    pub fn cpu_ticks(&self) -> u64 {
+        self.proc_fact("its CPU time", crate::procfs::cpu_ticks(self.view.pid))
+    }
+
     /// Resident memory of the server now, in KiB (`VmRSS`).
     #[track_caller]
     pub fn rss_kib(&self) -> u64 {
