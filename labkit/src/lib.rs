@@ -9,6 +9,7 @@
 //! | [`report`] | failure messages: what the test did, expected, got, hint |
 //! | [`run`] | run a binary with arguments and stdin, with a deadline; exit code, output, peak memory |
 //! | [`server`] | spawn a server lab on `127.0.0.1:0`, wait for `listening on <addr>`, kill on drop |
+//! | [`chat`] | chat-style (broadcast) servers: `join` a client and know it is registered (its probe line reached the others) |
 //! | [`client`] | TCP clients with deadlines: send, read exactly, read a line, expect silence, half-close, reset; `many::connect_all` |
 //! | [`echo`] | the echo servers' shared conformance suite: `echo_suite!` generates numbered tests |
 //! | [`procfs`] | facts from `/proc`: threads, open fds, RSS, state, children |
@@ -21,6 +22,7 @@
 //! message; nothing here sleeps to synchronise (polling a
 //! server's start, which has no event, is a deadline-bounded poll).
 
+pub mod chat;
 pub mod client;
 pub mod echo;
 pub mod procfs;

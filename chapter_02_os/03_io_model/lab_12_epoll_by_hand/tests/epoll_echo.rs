@@ -13,6 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use labkit::Report;
+use labkit::chat::join;
 use labkit::client::Client;
 use labkit::echo::{SETTLE_DEADLINE, payload, settle};
 use labkit::server::Server;
@@ -300,21 +301,6 @@ fn test_24_heavy_survives_running_out_of_file_descriptors_without_spinning() {
         "epoll_wait",
         "accept fails with EMFILE while the connection stays queued: with a level-triggered listener, epoll_wait reports it again at once, forever; and accept fails with EMFILE even when the queue is empty. Keep a spare fd to trade for the waiting connection (then close it), and stop when the queue is empty",
     );
-}
-
-/// Connects a client to a broadcast server and waits until it is
-/// registered: its probe line reaches every client in `others` (the server
-/// had to accept it to read the probe). Chat-style joins have no
-/// acknowledgement; this is how a test knows.
-fn join(server: &Server, name: &str, others: &mut [&mut Client]) -> Client {
-    let mut c = Client::connect_to(server);
-    let probe = format!("{name} joined\n");
-    c.send(probe.as_bytes());
-    for o in others.iter_mut() {
-        o.hint(format!("in broadcast mode, a line from {name} should reach every other connected client: do you send each chunk to all the others?"));
-        o.expect_bytes(probe.as_bytes());
-    }
-    c
 }
 
 // Broadcast mode: a line from one client reaches every other client, and not the sender.
