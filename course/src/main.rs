@@ -9,6 +9,8 @@
 //! | `cargo` | builds with a progress bar, runs graders, parses per-test results |
 //! | `learner` | status, check, watch, hint, reset, sync |
 //! | `verify` | the course's own test suite (solutions pass, starters fail, mutants caught) |
+//! | `bench` | the servers under load from `loadgen`: table, CSV, chart |
+//! | `chart` | the bench's SVG chart |
 //! | `doctor` | checks prerequisites and says how to fix each |
 //! | `fsutil` | list, compare, hash and mirror folders |
 //!
@@ -16,7 +18,9 @@
 //! green (a failing lab under `check`, a failed check under `verify`) is
 //! exit code 1.
 
+mod bench;
 mod cargo;
+mod chart;
 mod doctor;
 mod fsutil;
 mod learner;
@@ -67,6 +71,38 @@ enum Cmd {
     Sync,
     /// Check prerequisites (Rust, strace, PostgreSQL, Redis, open-file limit).
     Doctor,
+    /// Measure the servers under load: `bench echo` (labs 09-12) or `bench chat` (lab 13).
+    Bench {
+        /// echo or chat.
+        suite: String,
+        /// Measure the reference solutions instead of your src/.
+        #[arg(long)]
+        solution: bool,
+        /// A short run: one round, shorter windows, fewer connection counts.
+        #[arg(long)]
+        quick: bool,
+        /// CPU for server and client ("0"), one each ("0,1"), or "none".
+        #[arg(long, default_value = "0")]
+        pin: String,
+        /// Rounds (default 3, quick 1); servers rotate order each round.
+        #[arg(long)]
+        rounds: Option<usize>,
+        /// Connection (echo) or receiver (chat) counts, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        conns: Vec<u64>,
+        /// Warm-up before each measured window, in milliseconds.
+        #[arg(long)]
+        warmup_ms: Option<u64>,
+        /// Length of each measured window, in milliseconds.
+        #[arg(long)]
+        duration_ms: Option<u64>,
+        /// Use this load generator instead of building one (for tests).
+        #[arg(long, hide = true)]
+        loadgen: Option<PathBuf>,
+        /// Measure this server, `name=program args` (for tests); skips the build.
+        #[arg(long, hide = true)]
+        server: Vec<String>,
+    },
     /// The course's own test suite: solutions pass, starters fail, mutants are caught.
     Verify {
         /// Labs to verify (default: every ready lab).
@@ -132,6 +168,33 @@ fn run(cli: Cli, style: &Style) -> Result<bool> {
         Cmd::Reset { lab } => learner::reset(&course, &course.find(&lab)?).map(|_| true),
         Cmd::Sync => learner::sync(&course, &cargo).map(|()| true),
         Cmd::Doctor => unreachable!("handled above"),
+        Cmd::Bench {
+            suite,
+            solution,
+            quick,
+            pin,
+            rounds,
+            conns,
+            warmup_ms,
+            duration_ms,
+            loadgen,
+            server,
+        } => bench::bench(
+            &course,
+            &bench::Options {
+                suite,
+                solution,
+                quick,
+                pin,
+                rounds,
+                conns,
+                warmup_ms,
+                duration_ms,
+                loadgen,
+                servers: server,
+            },
+            style,
+        ),
         Cmd::Verify { labs } => {
             let selected = if labs.is_empty() {
                 course.ready_labs()

@@ -722,7 +722,7 @@ fn committed_dir_equal(root: &Path, rel: &str) -> Option<Result<(), String>> {
     }
 }
 
-fn read_tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+pub fn read_tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     fsutil::list_files(dir)
         .into_iter()
         .filter_map(|f| Some((f.clone(), fs::read(dir.join(&f)).ok()?)))
@@ -730,7 +730,7 @@ fn read_tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 }
 
 /// Makes `<tree>/<lab>/src` hold exactly `files`.
-fn set_src(tree: &Path, lab: &Lab, files: &BTreeMap<PathBuf, Vec<u8>>) -> Result<()> {
+pub fn set_src(tree: &Path, lab: &Lab, files: &BTreeMap<PathBuf, Vec<u8>>) -> Result<()> {
     let src = tree.join(&lab.rel).join("src");
     for (rel, bytes) in files {
         fsutil::write_if_changed(&src.join(rel), bytes)?;

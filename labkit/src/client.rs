@@ -430,6 +430,47 @@ impl Client {
         }
     }
 
+    /// Reads one protocol unit: `enough(received, closed)` looks at the
+    /// bytes received and not yet taken (and whether the server has closed
+    /// its side) and says how many of them make the unit, or `None` to wait
+    /// for more. `what` names the unit in a failure ("an HTTP response"),
+    /// `hint` is the hint for a server that went quiet. Used by
+    /// [`crate::http`] to frame responses.
+    #[track_caller]
+    pub fn read_framed(
+        &mut self,
+        what: &str,
+        hint: &str,
+        enough: impl Fn(&[u8], bool) -> Option<usize>,
+    ) -> Vec<u8> {
+        let started = Instant::now();
+        let cap = self.read_deadline * TOTAL_FACTOR;
+        loop {
+            if let Some(n) = enough(&self.inbox, self.closed.is_some()) {
+                return self.inbox.drain(..n).collect();
+            }
+            let stop = if started.elapsed() >= cap {
+                Stop::TooLong(cap)
+            } else {
+                match self.fill(self.read_deadline) {
+                    Fill::Progress => continue,
+                    Fill::Quiet => Stop::Quiet(self.read_deadline),
+                    // Closed: `enough` gets one more look, knowing it.
+                    Fill::Closed if enough(&self.inbox, true).is_some() => continue,
+                    Fill::Closed => Stop::Closed,
+                }
+            };
+            self.fail_read(what.to_string(), stop, hint);
+        }
+    }
+
+    /// Whether a read has seen the server close its side (end of file, reset
+    /// or a read error). Only reads notice; see [`Client::expect_closed`] to
+    /// wait for it.
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_some()
+    }
+
     /// Reads `expected.len()` bytes and fails unless they are `expected`,
     /// showing the first difference. Stops early at the first wrong byte.
     #[track_caller]

@@ -11,11 +11,14 @@
 //! | [`server`] | spawn a server lab on `127.0.0.1:0`, wait for `listening on <addr>`, kill on drop |
 //! | [`chat`] | chat-style (broadcast) servers: `join` a client and know it is registered (its probe line reached the others) |
 //! | [`client`] | TCP clients with deadlines: send, read exactly, read a line, expect silence, half-close, reset; `many::connect_all` |
+//! | [`http`] | HTTP: a real client (reqwest with rustls/ring), raw requests and responses over a [`client::Client`] for malformed, fragmented and pipelined cases |
+//! | [`http_suite`] | the HTTP servers' shared conformance suite (labs 15 and 16): `http_suite!` generates numbered tests |
 //! | [`echo`] | the echo servers' shared conformance suite: `echo_suite!` generates numbered tests |
 //! | [`procfs`] | facts from `/proc`: threads, open fds, RSS, state, children |
 //! | [`services`] | real PostgreSQL and Redis: a fresh database or key prefix per test, a shared throwaway server when no URL is set |
 //! | [`session`] | drive a running program: read stdout lines with deadlines, inspect it in `/proc` while it waits, answer on stdin |
 //! | [`strace`] | run under `strace` and count system calls by name |
+//! | [`upstream`] | an HTTP upstream inside the test for proxy graders: records requests, answers as told (hang, reset, hold, stream in two parts), health endpoint, stop and restart |
 //! | [`watchdog`] | a deadline around a library call |
 //!
 //! Invariants: labkit never depends on a lab; every wait has a deadline and a
@@ -25,6 +28,8 @@
 pub mod chat;
 pub mod client;
 pub mod echo;
+pub mod http;
+pub mod http_suite;
 pub mod procfs;
 pub mod report;
 pub mod run;
@@ -32,6 +37,7 @@ pub mod server;
 pub mod services;
 pub mod session;
 pub mod strace;
+pub mod upstream;
 pub mod watchdog;
 
 pub use report::Report;
