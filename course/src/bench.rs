@@ -540,7 +540,10 @@ fn run_cell(
     // Whether the server is gone, and its last words. A server that just
     // crashed may still be exiting when the client notices, so this gives
     // it a second to be reaped.
-    let died = |srv: &mut Reaper, server_err: std::thread::JoinHandle<String>| -> String {
+    let died = |srv: &mut Reaper,
+                server_err: std::thread::JoinHandle<String>,
+                max_threads: u64|
+     -> String {
         let until = Instant::now() + Duration::from_secs(1);
         loop {
             match srv.0.try_wait() {
@@ -549,7 +552,15 @@ fn run_cell(
                     return format!("the server exited ({status}); its stderr: {tail}");
                 }
                 Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(10)),
-                _ => return "the server is still running".to_string(),
+                // Still up: say what it had become (the blocking server
+                // at 10,000 connections: thousands of threads).
+                _ => {
+                    return format!(
+                        "the server is still running; it peaked at {} threads and {:.1} MiB RSS",
+                        max_threads,
+                        status_field(pid, "VmHWM").unwrap_or(0) as f64 / 1024.0
+                    );
+                }
             }
         }
     };
@@ -563,7 +574,7 @@ fn run_cell(
         Err(_) => {
             return Err(format!(
                 "no \"listening on\" line within 10 s; {}",
-                died(&mut srv, server_err)
+                died(&mut srv, server_err, 0)
             ));
         }
     };
@@ -584,20 +595,26 @@ fn run_cell(
 
     let mut cpu_start = None;
     let mut at_end = None;
+    // The thread count is sampled as the cell runs: a server that fails
+    // under load (the blocking one at 10,000 connections) is reported with
+    // the size it reached, not the size it shrank back to.
+    let mut max_threads = 0;
     loop {
+        max_threads = max_threads.max(status_field(pid, "Threads").unwrap_or(0));
         let left = until.saturating_duration_since(Instant::now());
-        let line = match client_lines.recv_timeout(left) {
+        if left.is_zero() {
+            return Err(format!(
+                "no result within {deadline:?}; {}",
+                died(&mut srv, server_err, max_threads)
+            ));
+        }
+        let line = match client_lines.recv_timeout(left.min(Duration::from_millis(200))) {
             Ok(line) => line,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                return Err(format!(
-                    "no result within {deadline:?}; {}",
-                    died(&mut srv, server_err)
-                ));
-            }
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 return Err(format!(
                     "loadgen ended without a result; {}",
-                    died(&mut srv, server_err)
+                    died(&mut srv, server_err, max_threads)
                 ));
             }
         };
@@ -610,7 +627,7 @@ fn run_cell(
                 status_field(pid, "Threads"),
             ));
         } else if let Some(e) = line.strip_prefix("error ") {
-            return Err(format!("{e}; {}", died(&mut srv, server_err)));
+            return Err(format!("{e}; {}", died(&mut srv, server_err, max_threads)));
         } else if let Some(json) = line.strip_prefix("result ") {
             let v: serde_json::Value =
                 serde_json::from_str(json).map_err(|e| format!("loadgen's result: {e}"))?;
