@@ -110,22 +110,26 @@ pub struct Response {
     pub head: String,
 }
 
+/// Every value of the headers called `name` (any case), in order: the one
+/// lookup behind [`Response::headers_named`] and the upstream's
+/// [`crate::upstream::Recorded::headers_named`].
+pub fn values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
 impl Response {
     /// The first header called `name` (any case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers_named(name).into_iter().next()
     }
 
     /// Every header called `name` (any case), in order.
     pub fn headers_named(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        values(&self.headers, name)
     }
 
     /// The body as text (invalid UTF-8 replaced).

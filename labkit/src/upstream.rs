@@ -95,11 +95,7 @@ impl Recorded {
 
     /// Every header called `name` (any case), in order.
     pub fn headers_named(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        crate::http::values(&self.headers, name)
     }
 
     /// One line for messages: `GET /x?y=1 HTTP/1.1 (12 bytes of body)`.
