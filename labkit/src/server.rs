@@ -354,6 +354,16 @@ impl Server {
         self.view.shared.lock().exit
     }
 
+    /// Waits up to `deadline` for the server to exit on its own (after a
+    /// signal the test sent earlier, say); `None` if it still runs. Woken
+    /// by the exit itself, not by polling.
+    pub fn wait_exit(&self, deadline: Duration) -> Option<ExitStatus> {
+        self.view
+            .shared
+            .wait_until(Instant::now() + deadline, |st| st.exit.is_some())
+            .exit
+    }
+
     /// Fails unless the server is still running. `what` says what the test
     /// just did, in the past tense ("sent a 2 MB line"), so the failure reads
     /// "the server exited with code 101 (a panic) after the test sent a 2 MB

@@ -143,16 +143,7 @@ fn wait_until_refused(site: &Site, what: &str) {
 /// code 0 within [`SHUTDOWN_DEADLINE`].
 #[track_caller]
 fn expect_exit_0(site: &Site, what: &str) {
-    let until = Instant::now() + SHUTDOWN_DEADLINE;
-    // The exit is recorded by labkit's reaper thread; poll for it with a
-    // deadline (there is no event to wait on from here).
-    let status = loop {
-        match site.server.exit_status() {
-            Some(status) => break Some(status),
-            None if Instant::now() < until => std::thread::sleep(Duration::from_millis(20)),
-            None => break None,
-        }
-    };
+    let status = site.server.wait_exit(SHUTDOWN_DEADLINE);
     if status.and_then(|s| s.code()) != Some(0) {
         site.server
             .report()

@@ -148,16 +148,12 @@ fn get_ok(lb: &Server, c: &reqwest::blocking::Client, path: &str, context: &str)
 /// event to wait on (the sum of two upstreams' counters).
 #[track_caller]
 fn eventually(lb: &Server, what: &str, ready: impl Fn() -> bool) {
-    let until = Instant::now() + DEADLINE;
-    while !ready() {
-        if Instant::now() > until {
-            lb.report()
-                .expected(format!("{what} within {DEADLINE:?}"))
-                .got("it did not happen")
-                .hint("read the balancer's stderr below")
-                .fail();
-        }
-        thread::sleep(Duration::from_millis(2));
+    if labkit::echo::settle(DEADLINE, ready, |done| done).is_err() {
+        lb.report()
+            .expected(format!("{what} within {DEADLINE:?}"))
+            .got("it did not happen")
+            .hint("read the balancer's stderr below")
+            .fail();
     }
 }
 
