@@ -224,6 +224,83 @@ impl Course {
     }
 }
 
+/// Where the root README holds the status sentence that
+/// [`Course::status_sentence`] writes; `verify` checks it is current.
+pub const STATUS_START: &str =
+    "<!-- status: written from course.toml, checked by `cargo course verify` -->";
+pub const STATUS_END: &str = "<!-- /status -->";
+
+impl Course {
+    /// One sentence on how far the course is built, from the manifest
+    /// alone: "Chapters 1 to 3 are ready; chapter 4 has 2 of its 5 labs
+    /// ready; chapters 5 and 6 are planned." and what planned means. The
+    /// root README carries it between [`STATUS_START`] and [`STATUS_END`].
+    pub fn status_sentence(&self) -> String {
+        let mut ready = Vec::new();
+        let mut partial = Vec::new();
+        let mut planned = Vec::new();
+        let mut n = 0;
+        for (i, ch) in self.chapters.iter().enumerate() {
+            let labs: Vec<&LabEntry> = ch.topics.iter().flat_map(|t| &t.labs).collect();
+            let built = labs.iter().filter(|l| l.status == Status::Ready).count();
+            let first = n + 1;
+            n += labs.len();
+            match built {
+                b if b == labs.len() => ready.push(i + 1),
+                0 => planned.push(i + 1),
+                b => partial.push(format!(
+                    "chapter {} has {b} of its {} labs ready (labs {first:02} to {n:02})",
+                    i + 1,
+                    labs.len()
+                )),
+            }
+        }
+        let mut parts = Vec::new();
+        if !ready.is_empty() {
+            parts.push(format!("{} ready", chapters_phrase(&ready)));
+        }
+        parts.extend(partial);
+        if !planned.is_empty() {
+            parts.push(format!("{} planned", chapters_phrase(&planned)));
+        }
+        let mut first = parts.join("; ");
+        if let Some(c) = first.get(..1) {
+            first = c.to_uppercase() + &first[1..];
+        }
+        format!(
+            "{first}. Labs not built yet are listed as *planned*, and `cargo course` shows them as such."
+        )
+    }
+}
+
+/// "chapter 2 is", "chapters 1 to 3 are", "chapters 1, 3 and 5 are".
+fn chapters_phrase(numbers: &[usize]) -> String {
+    match numbers {
+        [one] => format!("chapter {one} is"),
+        [first, .., last] if last - first + 1 == numbers.len() && numbers.len() > 2 => {
+            format!("chapters {first} to {last} are")
+        }
+        [init @ .., last] => {
+            let init: Vec<String> = init.iter().map(usize::to_string).collect();
+            format!("chapters {} and {last} are", init.join(", "))
+        }
+        [] => String::new(),
+    }
+}
+
+/// The status sentence the README holds now (between the markers, with
+/// line breaks folded), or `None` when the markers are missing.
+pub fn readme_status(readme: &str) -> Option<String> {
+    let start = readme.find(STATUS_START)? + STATUS_START.len();
+    let end = start + readme[start..].find(STATUS_END)?;
+    Some(
+        readme[start..end]
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
 /// Finds the course root: the nearest folder upwards from `start` that holds
 /// `course.toml`.
 pub fn find_root(start: &Path) -> Option<PathBuf> {
@@ -314,6 +391,34 @@ status = "planned"
         );
         let unknown = SAMPLE.replace("kind = \"cli\"", "kind = \"gui\"");
         assert!(Course::parse(&unknown).is_err());
+    }
+
+    #[test]
+    fn the_status_sentence_names_ready_partial_and_planned_chapters() {
+        let c = sample();
+        assert_eq!(
+            c.status_sentence(),
+            "Chapter 1 has 1 of its 2 labs ready (labs 01 to 02). Labs not built yet are listed as *planned*, and `cargo course` shows them as such."
+        );
+        assert_eq!(chapters_phrase(&[1, 2, 3]), "chapters 1 to 3 are");
+        assert_eq!(chapters_phrase(&[5, 6]), "chapters 5 and 6 are");
+        assert_eq!(chapters_phrase(&[1, 3, 5]), "chapters 1, 3 and 5 are");
+        let readme = format!("x\n{STATUS_START}\nA  b\nc.\n{STATUS_END}\n");
+        assert_eq!(readme_status(&readme).as_deref(), Some("A b c."));
+        assert_eq!(readme_status("no markers"), None);
+    }
+
+    // The README's status sentence is the one course.toml gives: it cannot go stale.
+    #[test]
+    fn the_real_readme_states_the_manifests_status() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let course = Course::load(root).unwrap();
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        assert_eq!(
+            readme_status(&readme).as_deref(),
+            Some(course.status_sentence().as_str()),
+            "put the expected sentence between the status markers of README.md"
+        );
     }
 
     #[test]

@@ -552,6 +552,22 @@ fn global_checks(course: &Course, ready: &[Lab], checks: &mut Checks) {
             })
             .map(|l| l.id().to_string())
             .collect();
+        let want = course.status_sentence();
+        let have = crate::manifest::readme_status(&readme);
+        checks.global(
+            "README.md states the status that course.toml gives",
+            have.as_deref() == Some(want.as_str()),
+            match have {
+                None => format!(
+                    "README.md has no status sentence: add `{}`, the sentence `{want}`, and `{}`",
+                    crate::manifest::STATUS_START,
+                    crate::manifest::STATUS_END
+                ),
+                Some(have) => format!(
+                    "README.md says \"{have}\" but course.toml says \"{want}\": put the latter between the status markers"
+                ),
+            },
+        );
         let broken = broken_links(root, &readme);
         checks.global(
             "README.md links only to files that exist",
@@ -619,8 +635,83 @@ pub fn workspace_hack_missing(root: &Path) -> Vec<String> {
 }
 
 /// Required files, mutant count, package name, and committed src == problem.
+/// What graders must not write themselves, because `labkit` has it: a
+/// pattern in a grader's source, what it is, and what to use instead.
+/// (rustlings' `dev check` is the model: an invariant the tool enforces,
+/// with the fix in the message.)
+const LABKIT_HAS: &[(&str, &str, &str)] = &[
+    (
+        "libc::kill",
+        "a signal sent by hand (it races the reaper: the pid may be reused)",
+        "Server::signal, Server::stop_with; Server and Session kill their whole process tree on drop",
+    ),
+    (
+        "fn panic_message",
+        "a panic-message helper",
+        "labkit::wait::panic_message (or labkit::wait::try_within)",
+    ),
+    (
+        ".source()",
+        "an error-chain walk",
+        "labkit::report::error_chain",
+    ),
+    (
+        "/proc/net/",
+        "the kernel's socket tables parsed by hand",
+        "labkit::procfs::tcp_connection or labkit::procfs::sockets",
+    ),
+    (
+        "RLIMIT_NOFILE",
+        "the open-file limit set by hand",
+        "labkit::client::many::ensure_nofile_for (this process) or ServerBuilder::nofile_limit (the server)",
+    ),
+    (
+        "fn settle",
+        "a poll-until-deadline helper",
+        "labkit::wait::settle",
+    ),
+    (
+        "UdpSocket::bind",
+        "a UDP socket without deadlines or park detection",
+        "labkit::udp::Probe",
+    ),
+    (
+        "xorshift",
+        "a payload generator",
+        "labkit::data::text or labkit::data::binary",
+    ),
+];
+
+/// The lines of a grader's source that re-implement what labkit has, as
+/// "file:line: what; use ...".
+pub fn reimplemented(file: &str, text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or("");
+        for (pattern, what, instead) in LABKIT_HAS {
+            if code.contains(pattern) {
+                found.push(format!("{file}:{}: {what}; use {instead}", n + 1));
+            }
+        }
+    }
+    found
+}
+
 fn file_checks(course: &Course, lab: &Lab, checks: &mut Checks) {
     let id = lab.id();
+    let mut again = Vec::new();
+    for f in fsutil::list_files(&lab.dir.join("tests")) {
+        if f.extension().is_some_and(|e| e == "rs") {
+            let text = fs::read_to_string(lab.dir.join("tests").join(&f)).unwrap_or_default();
+            again.extend(reimplemented(&format!("tests/{}", f.display()), &text));
+        }
+    }
+    checks.add(
+        id,
+        "the grader uses labkit instead of re-implementing it",
+        again.is_empty(),
+        again.join("; "),
+    );
     let missing: Vec<&str> = [
         "Cargo.toml",
         "README.md",
@@ -893,6 +984,43 @@ fn rustfmt_check(lab: &Lab) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_what_a_grader_reimplements_and_names_the_labkit_function() {
+        let text = "fn f() {\n    unsafe { libc::kill(pid, 9) };\n    // libc::kill in a comment is fine\n    let t = std::fs::read_to_string(\"/proc/net/tcp\");\n}\n";
+        let found = reimplemented("tests/x.rs", text);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[0].starts_with("tests/x.rs:2: a signal sent by hand"),
+            "{}",
+            found[0]
+        );
+        assert!(found[0].contains("Server::signal"), "{}", found[0]);
+        assert!(
+            found[1].contains("labkit::procfs::tcp_connection"),
+            "{}",
+            found[1]
+        );
+        assert!(reimplemented("t.rs", "use labkit::wait::settle;\n").is_empty());
+    }
+
+    // No grader of the real course re-implements labkit.
+    #[test]
+    fn no_grader_of_the_course_reimplements_labkit() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let course = Course::load(root).unwrap();
+        let mut found = Vec::new();
+        for lab in course.ready_labs() {
+            for f in fsutil::list_files(&lab.dir.join("tests")) {
+                let text = fs::read_to_string(lab.dir.join("tests").join(&f)).unwrap_or_default();
+                found.extend(reimplemented(
+                    &format!("{}/tests/{}", lab.rel, f.display()),
+                    &text,
+                ));
+            }
+        }
+        assert!(found.is_empty(), "{}", found.join("\n"));
+    }
 
     fn sol() -> BTreeMap<PathBuf, Vec<u8>> {
         [(

@@ -54,7 +54,13 @@ fn fixture() -> tempfile::TempDir {
     w(".gitignore", "/target\n/.course\n");
     w(
         "README.md",
-        "# Fixture\n- [ ] lab_01_add: add\n- [ ] lab_02_later: later (planned)\n",
+        concat!(
+            "# Fixture\n",
+            "<!-- status: written from course.toml, checked by `cargo course verify` -->\n",
+            "Chapter 1 has 1 of its 2 labs ready (labs 01 to 02). Labs not built yet are listed as *planned*, and `cargo course` shows them as such.\n",
+            "<!-- /status -->\n",
+            "- [ ] lab_01_add: add\n- [ ] lab_02_later: later (planned)\n"
+        ),
     );
     w(
         &format!("{LAB}/Cargo.toml"),

@@ -61,6 +61,7 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::report::{Report, first_difference, show};
 use crate::server::{Server, ServerView};
+use crate::wait::{Conn, ParkWatch, Parked, SAMPLE};
 
 /// How long a read waits for the next byte unless the test sets another
 /// deadline ([`Client::set_read_deadline`]).
@@ -192,6 +193,9 @@ enum Stop {
     Quiet(Duration),
     Closed,
     TooLong(Duration),
+    /// The server is asleep with the test's bytes unread (see
+    /// [`crate::wait`]): it will not answer.
+    Parked(Parked),
 }
 
 /// What one wait for data brought.
@@ -199,6 +203,7 @@ enum Fill {
     Progress,
     Quiet,
     Closed,
+    Parked(Parked),
 }
 
 impl Client {
@@ -307,12 +312,16 @@ impl Client {
         let cap = self.read_deadline * TOTAL_FACTOR;
         let mut off = 0;
         let mut progress = Instant::now();
+        // A server that stops reading because it is parked is told apart
+        // from one that is busy; one that answers meanwhile is not parked.
+        let mut watch = self.park_watch();
         while off < bytes.len() {
             match self.stream.write(&bytes[off..]) {
                 Ok(n) => {
                     self.record_sent(&bytes[off..off + n]);
                     off += n;
                     progress = Instant::now();
+                    watch.as_mut().map(ParkWatch::reset);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -326,11 +335,22 @@ impl Client {
                     if self.closed.is_none() {
                         events |= libc::POLLIN;
                     }
-                    let rev = poll_fd(self.stream.as_raw_fd(), events, idle);
+                    let slice = if watch.is_some() {
+                        idle.min(SAMPLE)
+                    } else {
+                        idle
+                    };
+                    let rev = poll_fd(self.stream.as_raw_fd(), events, slice);
                     if rev & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
                         && self.closed.is_none()
+                        && matches!(self.read_available(), Fill::Progress)
                     {
-                        self.read_available();
+                        watch.as_mut().map(ParkWatch::reset);
+                    }
+                    if rev == 0
+                        && let Some(parked) = watch.as_mut().and_then(ParkWatch::look)
+                    {
+                        self.fail_send_parked(off, bytes.len(), parked);
                     }
                 }
                 Err(e) => self.fail_send(off, bytes.len(), Some(e)),
@@ -382,11 +402,7 @@ impl Client {
     pub fn read_exact(&mut self, n: usize) -> Vec<u8> {
         match self.gather(|inbox| (inbox.len() >= n).then_some(n)) {
             Ok(bytes) => bytes,
-            Err(stop) => self.fail_read(
-                format!("{n} bytes back"),
-                stop,
-                "do you write back everything you read (a write can be partial: loop, or use write_all)?",
-            ),
+            Err(stop) => self.fail_read(format!("{n} bytes back"), stop, Hints::bytes()),
         }
     }
 
@@ -399,7 +415,10 @@ impl Client {
             Err(stop) => self.fail_read(
                 "a line ending in \"\\n\"".to_string(),
                 stop,
-                "do you end each line with \"\\n\", and flush or write it out before waiting for more input?",
+                Hints {
+                    nothing: "nothing came back at all: does your server write its answer to this connection (and flush it, if it writes through a buffer)?",
+                    partial: "part of a line came back: do you end each line with \"\\n\", and flush or write it out before waiting for more input?",
+                },
             ),
         }
     }
@@ -420,12 +439,15 @@ impl Client {
                 match self.fill(self.read_deadline) {
                     Fill::Progress | Fill::Closed => continue,
                     Fill::Quiet => Stop::Quiet(self.read_deadline),
+                    Fill::Parked(p) => Stop::Parked(p),
                 }
             };
             self.fail_read(
                 "the server to close the connection".to_string(),
                 stop,
-                "do you close (drop) the connection when you are done with it, e.g. after the client half-closed?",
+                Hints::same(
+                    "do you close (drop) the connection when you are done with it, e.g. after the client half-closed?",
+                ),
             );
         }
     }
@@ -434,7 +456,8 @@ impl Client {
     /// bytes received and not yet taken (and whether the server has closed
     /// its side) and says how many of them make the unit, or `None` to wait
     /// for more. `what` names the unit in a failure ("an HTTP response"),
-    /// `hint` is the hint for a server that went quiet. Used by
+    /// `hint` is the hint for a server that went quiet after sending part
+    /// of it (one that sent nothing at all gets a hint of its own). Used by
     /// [`crate::http`] to frame responses.
     #[track_caller]
     pub fn read_framed(
@@ -455,12 +478,20 @@ impl Client {
                 match self.fill(self.read_deadline) {
                     Fill::Progress => continue,
                     Fill::Quiet => Stop::Quiet(self.read_deadline),
+                    Fill::Parked(p) => Stop::Parked(p),
                     // Closed: `enough` gets one more look, knowing it.
                     Fill::Closed if enough(&self.inbox, true).is_some() => continue,
                     Fill::Closed => Stop::Closed,
                 }
             };
-            self.fail_read(what.to_string(), stop, hint);
+            let nothing = format!(
+                "nothing of {what} came back: does your server answer this at all (read it, then write the answer to this same connection)?"
+            );
+            let hints = Hints {
+                nothing: &nothing,
+                partial: hint,
+            };
+            self.fail_read(what.to_string(), stop, hints);
         }
     }
 
@@ -485,7 +516,7 @@ impl Client {
             Err(stop) => self.fail_read(
                 format!("{n} bytes back: {}", show(expected)),
                 stop,
-                "do you write back everything you read (a write can be partial: loop, or use write_all)?",
+                Hints::bytes(),
             ),
         };
         if let Some(diff) = first_difference(expected, &got) {
@@ -512,8 +543,9 @@ impl Client {
     #[track_caller]
     pub fn expect_silence(&mut self, duration: Duration) -> &mut Self {
         if self.inbox.is_empty() {
-            match self.fill(duration) {
-                Fill::Quiet => return self,
+            // Silence is the expected outcome: no park watch here.
+            match self.wait_and_read(duration, None) {
+                Fill::Quiet | Fill::Parked(_) => return self,
                 Fill::Progress => {}
                 Fill::Closed => {
                     let got = format!("{}{}", self.closed_phrase(), self.server_suffix());
@@ -548,6 +580,17 @@ impl Client {
             match self.fill(self.read_deadline) {
                 Fill::Closed => return self,
                 Fill::Progress => {}
+                Fill::Parked(p) => {
+                    let got = format!("{}{}", p.describe(self.conn()), self.server_suffix());
+                    self.report()
+                        .expected(format!(
+                            "the server to close the connection within {:?}",
+                            self.read_deadline
+                        ))
+                        .got(got)
+                        .hint(self.hint_or(p.hint(self.conn())))
+                        .fail();
+                }
                 Fill::Quiet => {
                     let got = format!(
                         "the connection was still open after {:?} of silence{}",
@@ -673,22 +716,56 @@ impl Client {
         }
     }
 
-    /// Waits up to `idle` for data and reads it.
+    /// Waits up to `idle` for data and reads it; gives up early when the
+    /// server is parked (see [`crate::wait`]).
     fn fill(&mut self, idle: Duration) -> Fill {
+        let watch = self.park_watch();
+        self.wait_and_read(idle, watch)
+    }
+
+    /// Waits up to `idle` for data and reads it, looking at the server
+    /// between slices of [`SAMPLE`] when there is a `watch`.
+    fn wait_and_read(&mut self, idle: Duration, mut watch: Option<ParkWatch>) -> Fill {
         if self.closed.is_some() {
             return Fill::Closed;
         }
         let until = Instant::now() + idle;
         loop {
             let left = until.saturating_duration_since(Instant::now());
-            if poll_fd(self.stream.as_raw_fd(), libc::POLLIN, left) == 0 {
-                return Fill::Quiet;
+            let slice = if watch.is_some() {
+                left.min(SAMPLE)
+            } else {
+                left
+            };
+            if poll_fd(self.stream.as_raw_fd(), libc::POLLIN, slice) == 0 {
+                if Instant::now() >= until {
+                    return Fill::Quiet;
+                }
+                if let Some(parked) = watch.as_mut().and_then(ParkWatch::look) {
+                    return Fill::Parked(parked);
+                }
+                continue;
             }
             match self.read_available() {
                 // Readable but nothing there (spurious): wait the rest.
                 Fill::Quiet if Instant::now() < until => continue,
                 other => return other,
             }
+        }
+    }
+
+    /// A watch on the server's side of this connection, for clients that
+    /// know their server.
+    fn park_watch(&self) -> Option<ParkWatch> {
+        let server = self.server.as_ref()?;
+        Some(ParkWatch::new(server.pid(), self.conn()))
+    }
+
+    /// This connection as the park watch names it.
+    fn conn(&self) -> Conn {
+        Conn::Tcp {
+            server: self.peer,
+            client: self.local_addr(),
         }
     }
 
@@ -707,14 +784,15 @@ impl Client {
                 Fill::Progress => {}
                 Fill::Quiet => return Err(Stop::Quiet(self.read_deadline)),
                 Fill::Closed => return Err(Stop::Closed),
+                Fill::Parked(p) => return Err(Stop::Parked(p)),
             }
         }
     }
 
     #[track_caller]
-    fn fail_read(&self, expected: String, stop: Stop, hint: &str) -> ! {
+    fn fail_read(&self, expected: String, stop: Stop, hints: Hints<'_>) -> ! {
         let mut got = format!("sent {} bytes, got {} back", self.sent, self.received);
-        match stop {
+        match &stop {
             Stop::Quiet(d) => {
                 got.push_str(&format!(" before the connection went quiet for {d:?}"));
             }
@@ -722,6 +800,10 @@ impl Client {
             Stop::Closed => {
                 got.push_str(", then ");
                 got.push_str(&self.closed_phrase());
+            }
+            Stop::Parked(p) => {
+                got.push_str("; ");
+                got.push_str(&p.describe(self.conn()));
             }
         }
         got.push_str(&self.server_suffix());
@@ -739,7 +821,11 @@ impl Client {
             (Stop::Closed, _) => self.hint_or(
                 "does a handler return (dropping the socket) before it has written everything, or did the server crash?",
             ),
-            _ => self.hint_or(hint),
+            (Stop::Parked(p), _) => self.hint_or(p.hint(self.conn())),
+            // Nothing of what was awaited arrived, or a part of it: two
+            // different failures.
+            _ if self.inbox.is_empty() => self.hint_or(hints.nothing),
+            _ => self.hint_or(hints.partial),
         };
         self.report().expected(expected).got(got).hint(hint).fail()
     }
@@ -767,6 +853,20 @@ impl Client {
             .fail()
     }
 
+    #[track_caller]
+    fn fail_send_parked(&self, off: usize, len: usize, parked: Parked) -> ! {
+        let got = format!(
+            "sent {off} of {len} bytes, then the socket's send buffer stayed full; {}{}",
+            parked.describe(self.conn()),
+            self.server_suffix()
+        );
+        self.report()
+            .expected(format!("to send all {len} bytes"))
+            .got(got)
+            .hint(self.hint_or(parked.hint(self.conn())))
+            .fail()
+    }
+
     fn closed_phrase(&self) -> String {
         match &self.closed {
             Some(Closed::Reset) => "the server reset the connection (RST)".into(),
@@ -783,6 +883,31 @@ impl Client {
 
     fn hint_or(&self, default: &str) -> String {
         self.hint.clone().unwrap_or_else(|| default.to_string())
+    }
+}
+
+/// The hints of a read that went quiet: one for when nothing of what was
+/// awaited arrived, one for when a part of it did.
+struct Hints<'a> {
+    nothing: &'a str,
+    partial: &'a str,
+}
+
+impl<'a> Hints<'a> {
+    /// For reads that expect bytes back (an echo).
+    fn bytes() -> Hints<'static> {
+        Hints {
+            nothing: "nothing came back for this read: does your server write what it reads back to the same connection, as soon as it has read it?",
+            partial: "part of it came back: do you write back everything you read (a write can be partial: loop, or use write_all), and keep reading?",
+        }
+    }
+
+    /// The same hint either way.
+    fn same(hint: &'a str) -> Hints<'a> {
+        Hints {
+            nothing: hint,
+            partial: hint,
+        }
     }
 }
 
@@ -955,6 +1080,7 @@ pub mod many {
     use super::{CONNECT_DEADLINE, Client, READ_DEADLINE, fate_suffix};
     use crate::report::Report;
     use crate::server::{Server, ServerView};
+    use crate::wait::{Conn, ParkWatch, SAMPLE};
 
     /// How many connects are in flight at once. A listen backlog is often
     /// 128; staying below it means a server that accepts promptly never
@@ -1025,6 +1151,9 @@ pub mod many {
             )
         };
         let mut poll = Poll::new().unwrap_or_else(|e| setup(e));
+        let mut watch = server
+            .as_ref()
+            .map(|s| ParkWatch::new(s.pid(), Conn::Listener { server: addr }));
         let mut events = Events::with_capacity(256);
         let mut pending: HashMap<usize, (TcpStream, Instant)> = HashMap::new();
         let mut done: Vec<Option<Client>> = (0..n).map(|_| None).collect();
@@ -1065,10 +1194,39 @@ pub mod many {
                     "does the server keep accepting while it serves other clients? (a full accept queue drops new connections; backlogs are often 128)",
                 );
             }
-            if let Err(e) = poll.poll(&mut events, Some(left))
+            // With a server to watch, wake every SAMPLE to see whether it
+            // is parked with connections waiting in its listen queue.
+            let slice = if watch.is_some() {
+                left.min(SAMPLE)
+            } else {
+                left
+            };
+            if let Err(e) = poll.poll(&mut events, Some(slice))
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 setup(e);
+            }
+            if events.is_empty() {
+                if let Some(parked) = watch.as_mut().and_then(ParkWatch::look) {
+                    let conn = watch.as_ref().expect("watching").conn();
+                    let mut r = Report::new(format!(
+                        "opened {n} connections to {addr}, {} at a time",
+                        super::many::IN_FLIGHT
+                    ));
+                    if let Some(s) = &server {
+                        r = s.quote(r);
+                    }
+                    r.expected(format!("{n} connections, each within {CONNECT_DEADLINE:?}"))
+                        .got(format!(
+                            "{connected} connected, {} in flight; {}",
+                            pending.len(),
+                            parked.describe(conn)
+                        ))
+                        .hint(parked.hint(conn))
+                        .fail();
+                }
+            } else if let Some(w) = watch.as_mut() {
+                w.reset();
             }
             for ev in events.iter() {
                 let i = ev.token().0;

@@ -55,21 +55,18 @@
 //! shows what was sent and what came back and quotes the server's stderr as
 //! `[your server]`. Facts with no event to wait for (the server's open
 //! files settling after clients close) are polled with a deadline, by
-//! [`settle`].
+//! [`settle`](crate::wait::settle).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::client::{Client, many};
+use crate::data;
 use crate::server::Server;
+use crate::wait::{SETTLE_DEADLINE, settle};
 
 /// How long `send_until_stalled` waits without progress before calling the
 /// client stalled (COURSE_DESIGN section 4: "about a second").
 pub const STALL: Duration = Duration::from_secs(1);
-
-/// How long a `/proc` fact (open files, threads) gets to settle after the
-/// clients have closed: closing is asynchronous, the server notices each end
-/// of file in its own time.
-pub const SETTLE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The most a slow reader may push: a server that keeps reading while it
 /// cannot write would hold all of it in memory.
@@ -215,7 +212,7 @@ pub fn many_lines(bin: &str) {
 pub fn one_mib_payload(bin: &str) {
     let server = Server::spawn(bin);
     let mut c = Client::connect_to(&server);
-    let data = payload(1 << 20, 3);
+    let data = data::text(1 << 20, 3);
     c.send(&data);
     c.expect_bytes(&data);
     server.expect_alive("sent 1 MiB");
@@ -288,7 +285,7 @@ pub fn fifty_clients_interleaved(bin: &str) {
 pub fn half_close(bin: &str) {
     let server = Server::spawn(bin);
     let mut c = Client::connect_to(&server);
-    let data = payload(256 << 10, 7);
+    let data = data::text(256 << 10, 7);
     c.send(&data);
     c.half_close();
     c.hint(
@@ -325,7 +322,7 @@ pub fn reset_mid_transfer(bin: &str) {
     // Push data without reading, so the server has echo in flight to a
     // socket that is about to be reset: its next read or write fails with
     // ECONNRESET or EPIPE.
-    bad.send_until_stalled(&payload(512 << 10, 8), STALL);
+    bad.send_until_stalled(&data::text(512 << 10, 8), STALL);
     bad.reset();
 
     other.hint(
@@ -348,13 +345,13 @@ pub fn vanished_client(bin: &str) {
     silent.send_line("this client will stop reading");
     silent.expect_bytes(b"this client will stop reading\n");
     // Until it stalls: the server's writes to this client would now block.
-    let sent = silent.send_until_stalled(&payload(8 << 20, 9), STALL);
+    let sent = silent.send_until_stalled(&data::text(8 << 20, 9), STALL);
 
     let mut other = Client::connect_to(&server);
     other.hint(format!(
         "another client sent {sent} bytes and stopped reading its echo, so writes to it cannot proceed: does a write to that one client block the whole server (one thread for everyone, or a blocking write in an event loop)?"
     ));
-    let data = payload(256 << 10, 10);
+    let data = data::text(256 << 10, 10);
     other.send(&data);
     other.expect_bytes(&data);
     let mut fresh = Client::connect_to(&server);
@@ -428,7 +425,7 @@ pub fn slow_reader(bin: &str, bounded_rss: bool) {
     c.send_line("before the flood");
     c.expect_bytes(b"before the flood\n");
 
-    let data = payload(SLOW_READER_BYTES, 11);
+    let data = data::text(SLOW_READER_BYTES, 11);
     let sent = c.send_until_stalled(&data, STALL);
     let what = if sent == data.len() {
         format!(
@@ -601,80 +598,3 @@ pub fn survives_fd_exhaustion_without_spinning(bin: &str, waits_in: &str, spin_h
 // ---------------------------------------------------------------------------
 // Helpers, also for labs' own tests
 // ---------------------------------------------------------------------------
-
-/// `len` printable bytes that do not repeat with any short period (so a
-/// dropped, doubled or reordered chunk shows up as a difference), with a
-/// newline every 64 bytes so a transcript stays readable. `seed` makes
-/// different payloads.
-pub fn payload(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|i| {
-            if i % 64 == 63 {
-                return b'\n';
-            }
-            // xorshift64: cheap, and its period is far beyond 64 MiB.
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            b'a' + (x % 26) as u8
-        })
-        .collect()
-}
-
-/// Polls `read` until `done` holds or `deadline` passes; returns the last
-/// value read, `Ok` if `done` held. For operating-system facts that have no
-/// event to wait for (a thread count or fd count in `/proc` settling after
-/// clients close); everything else waits on an event.
-pub fn settle<T: Copy>(
-    deadline: Duration,
-    mut read: impl FnMut() -> T,
-    done: impl Fn(T) -> bool,
-) -> Result<T, T> {
-    let until = Instant::now() + deadline;
-    loop {
-        let v = read();
-        if done(v) {
-            return Ok(v);
-        }
-        if Instant::now() >= until {
-            return Err(v);
-        }
-        // Not a synchronisation sleep: the pause between two polls of /proc.
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn payload_does_not_repeat_and_is_printable() {
-        let p = payload(1 << 16, 1);
-        assert_ne!(p[..4096], p[4096..8192]);
-        assert!(p.iter().all(|&b| b == b'\n' || b.is_ascii_lowercase()));
-        assert_ne!(payload(100, 1), payload(100, 2));
-    }
-
-    #[test]
-    fn settle_returns_the_last_value() {
-        let mut n = 0;
-        assert_eq!(
-            settle(
-                Duration::from_secs(5),
-                || {
-                    n += 1;
-                    n
-                },
-                |v| v >= 3
-            ),
-            Ok(3)
-        );
-        assert_eq!(
-            settle(Duration::ZERO, || 7, |v| v == 0),
-            Err(7),
-            "a deadline of zero polls once"
-        );
-    }
-}

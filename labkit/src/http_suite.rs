@@ -64,7 +64,6 @@
 //! ([`Client`] with [`http::request`] and [`http::read_response`]) for what
 //! no real client sends and for seeing the connection itself.
 
-use std::error::Error;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -99,7 +98,7 @@ pub fn static_files() -> Vec<(&'static str, Vec<u8>)> {
             "with space.txt",
             b"a file with a space in its name\n".to_vec(),
         ),
-        ("blob.bin", payload(64 << 10, 5)),
+        ("blob.bin", crate::data::binary(64 << 10, 5)),
     ]
 }
 
@@ -325,13 +324,16 @@ pub fn fetch(site: &Site, method: &str, path: &str, body: Option<(Option<&str>, 
         }
         req = req.body(bytes);
     }
-    let res = req.send().and_then(|r| {
-        let status = r.status().as_u16();
-        let headers = r.headers().clone();
-        r.bytes().map(|b| Got {
-            status,
-            headers,
-            body: b.to_vec(),
+    // On a helper thread, watched: a parked server fails at once.
+    let res = site.server.watched(&did, move || {
+        req.send().and_then(|r| {
+            let status = r.status().as_u16();
+            let headers = r.headers().clone();
+            r.bytes().map(|b| Got {
+                status,
+                headers,
+                body: b.to_vec(),
+            })
         })
     });
     match res {
@@ -341,21 +343,10 @@ pub fn fetch(site: &Site, method: &str, path: &str, body: Option<(Option<&str>, 
             .report()
             .did(did)
             .expected("an HTTP response")
-            .got(format!("the client failed: {}", chain(&e)))
+            .got(format!("the client failed: {}", crate::report::error_chain(&e)))
             .hint("do you answer every request with a complete response (status line, headers with Content-Length, a blank line, the body), and keep reading the next request?")
             .fail(),
     }
-}
-
-/// An error and its sources, one after the other.
-fn chain(e: &dyn Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(&format!(": {c}"));
-        cur = c.source();
-    }
-    s
 }
 
 /// The media type of a Content-Type value: lower case, without parameters.
@@ -527,14 +518,6 @@ pub fn send_while_open(c: &mut Client, bytes: &[u8]) -> usize {
     off
 }
 
-/// Non-repeating bytes (every value of a byte, in a shifting order), so a
-/// lost or repeated piece shows.
-pub fn payload(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add((i >> 8) as u8) ^ seed)
-        .collect()
-}
-
 fn text(body: &str) -> Want<'_> {
     Want {
         status: 200,
@@ -633,7 +616,7 @@ pub fn hello(bin: &str) {
 #[track_caller]
 pub fn echo_large(bin: &str) {
     let site = Site::spawn(bin);
-    let data = payload(ECHO_BYTES, 3);
+    let data = crate::data::binary(ECHO_BYTES, 3);
     let got = fetch(
         &site,
         "POST",
@@ -1017,7 +1000,7 @@ pub fn malformed(bin: &str) {
 #[track_caller]
 pub fn too_large(bin: &str) {
     let site = Site::spawn(bin);
-    let data = payload(MAX_BODY, 13);
+    let data = crate::data::binary(MAX_BODY, 13);
     let mut c = site.connect();
     c.send(&http::request("POST", "/echo", &[], &data));
     let r = http::read_response(&mut c);
@@ -1201,7 +1184,7 @@ fn http_contains(hay: &[u8], needle: &[u8]) -> bool {
 #[track_caller]
 pub fn chunked_body(bin: &str) {
     let site = Site::spawn(bin);
-    let data = payload(64 << 10, 17);
+    let data = crate::data::binary(64 << 10, 17);
     let mut body = b"A;note=upper-case-size\r\n".to_vec();
     body.extend_from_slice(&data[..10]);
     body.extend_from_slice(b"\r\n");
@@ -1289,10 +1272,10 @@ pub fn vanishing_clients(bin: &str) {
     c.reset();
     let mut c = site.connect();
     c.send(b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 100000\r\n\r\n");
-    c.send(&payload(1000, 1));
+    c.send(&crate::data::binary(1000, 1));
     c.reset();
     let mut c = site.connect();
-    let big = payload(256 << 10, 2);
+    let big = crate::data::binary(256 << 10, 2);
     c.send(&http::request("POST", "/echo", &[], &big));
     c.reset();
 

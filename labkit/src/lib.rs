@@ -13,13 +13,15 @@
 //! | [`client`] | TCP clients with deadlines: send, read exactly, read a line, expect silence, half-close, reset; `many::connect_all` |
 //! | [`http`] | HTTP: a real client (reqwest with rustls/ring), raw requests and responses over a [`client::Client`] for malformed, fragmented and pipelined cases |
 //! | [`http_suite`] | the HTTP servers' shared conformance suite (labs 15 and 16): `http_suite!` generates numbered tests |
+//! | [`data`] | payloads in which a lost, doubled or reordered piece shows: printable [`data::text`], every byte value [`data::binary`] |
 //! | [`echo`] | the echo servers' shared conformance suite: `echo_suite!` generates numbered tests |
 //! | [`procfs`] | facts from `/proc`: threads, open fds, RSS, state, children |
 //! | [`services`] | real PostgreSQL and Redis: a fresh database or key prefix per test, a shared throwaway server when no URL is set |
 //! | [`session`] | drive a running program: read stdout lines with deadlines, inspect it in `/proc` while it waits, answer on stdin |
 //! | [`strace`] | run under `strace` and count system calls by name |
+//! | [`udp`] | a UDP socket of the test's own: receives with a deadline, fast failure when the server is parked |
 //! | [`upstream`] | an HTTP upstream inside the test for proxy graders: records requests, answers as told (hang, reset, hold, stream in two parts), health endpoint, stop and restart |
-//! | [`watchdog`] | a deadline around a library call |
+//! | [`wait`] | every wait with a deadline: library calls, `/proc` facts settling, and telling a parked server from a slow one |
 //!
 //! Invariants: labkit never depends on a lab; every wait has a deadline and a
 //! message; nothing here sleeps to synchronise (polling a
@@ -27,6 +29,7 @@
 
 pub mod chat;
 pub mod client;
+pub mod data;
 pub mod echo;
 pub mod http;
 pub mod http_suite;
@@ -37,8 +40,9 @@ pub mod server;
 pub mod services;
 pub mod session;
 pub mod strace;
+pub mod udp;
 pub mod upstream;
-pub mod watchdog;
+pub mod wait;
 
 pub use report::Report;
 pub use run::Cmd;

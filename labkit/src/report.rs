@@ -15,7 +15,11 @@
 //! The grader's own voice is `[test]`; anything the learner's program printed
 //! is quoted under `[your program]` or `[your server]`, so the two never mix.
 
+use std::cell::Cell;
+use std::error::Error;
 use std::fmt::{self, Display};
+use std::panic::{self, PanicHookInfo};
+use std::sync::Once;
 
 /// How many lines of a program's output a report quotes at most.
 pub const TAIL_LINES: usize = 30;
@@ -75,8 +79,14 @@ impl Report {
     }
 
     /// Panics with the report. Use it where a test has found a failure.
+    ///
+    /// The report is the whole failure: it is printed without a stack
+    /// backtrace of labkit, even with `RUST_BACKTRACE` set (see
+    /// [`quiet_panics`]).
     #[track_caller]
     pub fn fail(self) -> ! {
+        quiet_panics();
+        REPORTING.with(|r| r.set(true));
         panic!("\n{self}")
     }
 
@@ -115,6 +125,63 @@ impl Display for Report {
         }
         Ok(())
     }
+}
+
+thread_local! {
+    /// Set by [`Report::fail`] just before it panics, so the panic hook
+    /// knows this panic is a report, not a bug.
+    static REPORTING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Installs, once per process, a panic hook that prints a report's panic as
+/// the report alone, plus the line of the grader that failed, and passes
+/// every other panic to the hook that was there before (the standard one,
+/// with its backtrace when `RUST_BACKTRACE` asks for it).
+///
+/// With `RUST_BACKTRACE=1` set, as many Rust developers have it, the
+/// standard hook would print some twenty frames of labkit's internals under
+/// every report, and the report would scroll away. A panic in the
+/// learner's own code (a `todo!()` in a library lab) is not a report: it
+/// keeps its backtrace.
+pub fn quiet_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info: &PanicHookInfo<'_>| {
+            if REPORTING.with(|r| r.replace(false)) {
+                let message = crate::wait::panic_message(info.payload());
+                // The grader's line, when the failure is traced to it (a
+                // line inside labkit says nothing to a learner).
+                let at = info
+                    .location()
+                    .filter(|l| !l.file().contains("labkit/src"))
+                    .map(|l| format!("[test] failed at {}:{}\n", l.file(), l.line()))
+                    .unwrap_or_default();
+                // Through `eprint!`, which the test harness captures per test.
+                eprint!("{message}{at}");
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// An error and its sources, one after the other: "error sending request:
+/// client error (Connect): tcp connect error: Connection refused (os error
+/// 111)". Errors of HTTP and TLS clients hide the useful part in a source.
+pub fn error_chain(e: &dyn Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        // Some errors repeat their source in their own message.
+        if !s.ends_with(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = c.source();
+    }
+    s
 }
 
 /// Shows bytes the way a learner can compare them: as a quoted, escaped string,

@@ -83,6 +83,7 @@ use std::time::{Duration, Instant};
 
 use crate::report::{Report, show};
 use crate::run::{Cmd, signal_name};
+use crate::wait::{Conn, ParkWatch};
 
 /// How long a server gets to print `listening on <addr>` unless the test
 /// sets another deadline with [`ServerBuilder::ready_deadline`]. Generous,
@@ -427,6 +428,26 @@ impl Server {
         st.stderr.text()
     }
 
+    /// Sends `signal` (`libc::SIGSTOP`, `SIGCONT`, `SIGINT`, ...) without
+    /// waiting for anything; fails if the server has already exited. The
+    /// one way a grader signals its server: the signal is sent under the
+    /// reaper's lock, so it can never reach a process that reused the pid.
+    #[track_caller]
+    pub fn signal(&self, signal: i32) {
+        if !self.view.signal(signal) {
+            let name = signal_short_name(signal);
+            let ending = self.view.fate().unwrap_or_default();
+            self.report()
+                .did(format!("sent {name}"))
+                .expected(format!(
+                    "the server to be running when the test sent {name}"
+                ))
+                .got(format!("the server had already {ending}"))
+                .hint("read the server's stderr below for why it stopped")
+                .fail();
+        }
+    }
+
     /// Sends `signal` (e.g. `libc::SIGTERM`) and waits up to
     /// [`STOP_DEADLINE`] for the server to exit; returns how it exited. For
     /// graceful-shutdown tests: `assert_eq!(status.code(), Some(0))`.
@@ -470,6 +491,37 @@ impl Server {
         };
         self.check_quiet_stdout();
         status
+    }
+
+    /// A watch that tells this server parked from slow while the test waits
+    /// on any connection to it (see [`crate::wait`]).
+    pub fn park_watch(&self) -> ParkWatch {
+        ParkWatch::new(self.pid(), Conn::AnyTcp { server: self.addr })
+    }
+
+    /// Runs `f`, a wait that labkit cannot slice itself (a real HTTP or TLS
+    /// client's request to this server), on a helper thread, and fails the
+    /// test as soon as the server is seen parked with the request unread
+    /// (see [`crate::wait`]); otherwise returns what `f` returned. `did`
+    /// says what `f` sent, for the message. `f` must have its own timeout.
+    #[track_caller]
+    pub fn watched<T, F>(&self, did: impl Display, f: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let watch = self.park_watch();
+        let conn = watch.conn();
+        match crate::wait::watching(watch, f) {
+            Ok(v) => v,
+            Err(parked) => self
+                .report()
+                .did(did)
+                .expected("the server to read the request and answer it")
+                .got(parked.describe(conn))
+                .hint(parked.hint(conn))
+                .fail(),
+        }
     }
 
     /// Number of threads of the server now (`/proc/<pid>/status`).
@@ -524,7 +576,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         let shared = &self.view.shared;
         let ended_before = self.view.fate();
-        self.view.signal(libc::SIGKILL);
+        self.view.kill_tree();
         let until = Instant::now() + STOP_DEADLINE;
         let st = shared.wait_until(until, |st| st.exit.is_some());
         let tail = st.stderr.text();
@@ -556,6 +608,10 @@ pub(crate) struct ServerView {
 }
 
 impl ServerView {
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
     fn is_alive(&self) -> bool {
         let st = self.shared.lock();
         st.exit.is_none() && !dying(self.pid)
@@ -612,6 +668,24 @@ impl ServerView {
         // SAFETY: kill(2) on our child, which is not reaped (the reaper
         // needs this lock to reap it), so the pid cannot have been reused.
         unsafe { libc::kill(self.pid as libc::pid_t, signal) == 0 }
+    }
+
+    /// Kills the server and every process it started (a server run under
+    /// a wrapper such as `strace -f` is the wrapper's child: killing the
+    /// wrapper alone would leave it running, detached). The descendants
+    /// go first, while the server, their ancestor, is still unreaped.
+    fn kill_tree(&self) {
+        let st = self.shared.lock();
+        if st.exit.is_some() {
+            return;
+        }
+        for pid in crate::procfs::descendants(self.pid) {
+            // SAFETY: kill(2) takes no pointers. Each pid was read from
+            // /proc as a descendant of our unreaped child just now.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+        // SAFETY: as in `signal`: our child, not reaped under this lock.
+        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
     }
 }
 
@@ -716,6 +790,8 @@ fn signal_short_name(signal: i32) -> String {
         libc::SIGQUIT => "SIGQUIT".into(),
         libc::SIGUSR1 => "SIGUSR1".into(),
         libc::SIGUSR2 => "SIGUSR2".into(),
+        libc::SIGSTOP => "SIGSTOP".into(),
+        libc::SIGCONT => "SIGCONT".into(),
         s => format!("signal {s}"),
     }
 }

@@ -333,6 +333,13 @@ impl Drop for Session {
         {
             let st = self.shared.lock();
             if st.exit.is_none() {
+                // The program's own children first (a program that forks
+                // must not leave them running), while it is unreaped.
+                for pid in crate::procfs::descendants(self.pid) {
+                    // SAFETY: kill(2) takes no pointers; each pid was read
+                    // from /proc as a descendant of our unreaped child.
+                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                }
                 // SAFETY: kill(2) on our child, not yet reaped (the reaper
                 // needs this lock to reap it), so the pid cannot be reused.
                 unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };

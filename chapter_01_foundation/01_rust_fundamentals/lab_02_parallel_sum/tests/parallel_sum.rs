@@ -1,6 +1,6 @@
 //! The grader for lab 02, parallel sum.
 //!
-//! Every call into the library runs under `labkit::watchdog::within`, so a
+//! Every call into the library runs under `labkit::wait::within`, so a
 //! deadlock (a channel that is never closed, a join on a thread that waits
 //! forever) fails in seconds with a message instead of hanging the run. The
 //! expected values come from the Spec, computed here independently: the
@@ -19,7 +19,7 @@ use std::thread::{self, ThreadId};
 use std::time::Duration;
 
 use labkit::Report;
-use labkit::watchdog::within;
+use labkit::wait::{panic_message, within};
 use parallel_sum::{Summary, chunk_ranges, sum_channels, sum_mutex, sum_scoped, sum_sequential};
 
 /// How long one library call may take. The largest input here is a few
@@ -136,15 +136,6 @@ fn split_problem(len: usize, threads: usize, got: &[Range<usize>]) -> Option<Str
         );
     }
     None
-}
-
-/// The message of a panic payload.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(a panic without a message)".to_string())
 }
 
 /// The three parallel variants, so each check is written once.

@@ -127,9 +127,10 @@ fn parse_head(lines: &[String], n: usize, report: impl Fn() -> Report) -> (Ids, 
     (main, workers)
 }
 
-/// A run of the program. Dropping it kills whatever children the program
-/// still has (a buggy program's workers may block forever, e.g. waiting for
-/// an end of file that their own copy of a pipe prevents), then the program.
+/// A run of the program. Dropping it (its `Session`) kills whatever
+/// children the program still has (a buggy program's workers may block
+/// forever, e.g. waiting for an end of file that their own copy of a pipe
+/// prevents), then the program.
 struct Program {
     session: Session,
 }
@@ -152,20 +153,6 @@ impl std::ops::Deref for Program {
 impl std::ops::DerefMut for Program {
     fn deref_mut(&mut self) -> &mut Session {
         &mut self.session
-    }
-}
-
-impl Drop for Program {
-    fn drop(&mut self) {
-        if self.session.exit_status().is_none() {
-            for child in procfs::children(self.session.pid()) {
-                // SAFETY: kill(2) with a plain pid. The pid is a child of
-                // our own child, which has not been reaped (no exit status
-                // recorded), so it cannot be recycled before this call.
-                unsafe { libc::kill(child as libc::pid_t, libc::SIGKILL) };
-            }
-        }
-        // Dropping the session kills and reaps the program itself.
     }
 }
 

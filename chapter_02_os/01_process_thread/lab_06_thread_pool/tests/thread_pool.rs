@@ -1,6 +1,6 @@
 //! The grader for lab 06, a thread pool.
 //!
-//! Every test runs under `labkit::watchdog::within`, so a deadlocked pool
+//! Every test runs under `labkit::wait::within`, so a deadlocked pool
 //! fails in seconds with a message instead of hanging. Nothing is timed.
 //! Concurrency is proved with synchronisation, not clocks:
 //!
@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use labkit::Report;
 use labkit::procfs;
-use labkit::watchdog::within;
+use labkit::wait::within;
 use thread_pool::{PoolError, ThreadPool};
 
 /// How long a whole test may take before the watchdog calls it a deadlock.

@@ -7,17 +7,16 @@
 //! `(r, c)`; a struct of arrays hands out one contiguous slice per field; an
 //! index list puts node `i` where the caller asked).
 //!
-//! Every call into the library runs under `labkit::watchdog::within`, so a
+//! Every call into the library runs under `labkit::wait::within`, so a
 //! loop that never ends (a linked list that cycles) fails in seconds with a
 //! message instead of hanging the run.
 
 use std::collections::LinkedList;
 use std::fmt::Debug;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 use labkit::Report;
-use labkit::watchdog::within;
+use labkit::wait::try_within;
 use locality::{
     IndexList, Matrix, Node, Particle, Particles, advance_aos, sum_linked_list, sum_vec,
     total_mass_aos,
@@ -31,28 +30,11 @@ const DEADLINE: Duration = Duration::from_secs(10);
 // Helpers
 // ---------------------------------------------------------------------------
 
-/// The message of a panic payload.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(a panic without a message)".to_string())
-}
-
-/// Runs `f` under the watchdog; `Err` holds its panic message.
-fn try_call<T: Send + 'static>(
-    what: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, String> {
-    catch_unwind(AssertUnwindSafe(|| within(DEADLINE, what, f))).map_err(|p| panic_message(&*p))
-}
-
 /// Runs `f` under the watchdog and fails the test, saying what was called,
 /// if it panicked.
 #[track_caller]
 fn call<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    match try_call(what, f) {
+    match try_within(DEADLINE, what, f) {
         Ok(v) => v,
         Err(msg) => Report::new(format!("called {what}"))
             .expected("it to return")
@@ -186,7 +168,7 @@ fn check_panics<T: Debug + Send + 'static>(
     hint: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) {
-    match try_call(what, f) {
+    match try_within(DEADLINE, what, f) {
         Ok(v) => Report::new(format!("called {what}"))
             .expected(format!("a panic whose message contains {needle:?}"))
             .got(format!("it returned {v:?}"))

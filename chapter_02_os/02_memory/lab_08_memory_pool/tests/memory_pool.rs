@@ -14,7 +14,7 @@
 //! - values are aligned for their type, even `#[repr(align(4096))]` ones;
 //! - zero-sized types work.
 //!
-//! Every scenario runs under `labkit::watchdog::within`, on a fresh thread:
+//! Every scenario runs under `labkit::wait::within`, on a fresh thread:
 //! a loop that never ends fails in seconds, and the per-thread counters of
 //! that thread see only the scenario's own work.
 
@@ -25,7 +25,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 use labkit::Report;
-use labkit::watchdog::within;
+use labkit::wait::{panic_message, within};
 use memory_pool::{Handle, Pool};
 
 /// How long one scenario may take: each is at most a few thousand pool
@@ -173,15 +173,6 @@ struct Page {
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// The message of a panic payload.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(a panic without a message)".to_string())
-}
 
 /// Runs a scenario on a fresh thread with a deadline. A panic from the
 /// library (not from a failed check, which is already a report) becomes a

@@ -8,8 +8,8 @@
 //! running out of file descriptors is survived.
 
 use labkit::client::{Client, many};
-use labkit::echo::{SETTLE_DEADLINE, settle};
 use labkit::server::Server;
+use labkit::wait::{SETTLE_DEADLINE, settle};
 
 const BIN: &str = env!("CARGO_BIN_EXE_blocking_echo");
 
@@ -82,7 +82,7 @@ fn test_21_survives_a_client_that_connects_and_sends_nothing() {
         c.hint(
             "another client connected first and has sent nothing at all: is your accept loop stuck in that client's read?",
         );
-        let data = labkit::echo::payload(64 << 10, i as u64);
+        let data = labkit::data::text(64 << 10, i as u64);
         c.send(&data);
         c.expect_bytes(&data);
     }

@@ -15,9 +15,10 @@ use std::path::Path;
 use labkit::Report;
 use labkit::chat::join;
 use labkit::client::Client;
-use labkit::echo::{SETTLE_DEADLINE, payload, settle};
+use labkit::data;
 use labkit::server::Server;
 use labkit::strace::{Syscall, find_in_path, parse};
+use labkit::wait::{SETTLE_DEADLINE, settle};
 
 const BIN: &str = env!("CARGO_BIN_EXE_epoll_echo");
 
@@ -30,34 +31,6 @@ labkit::echo_suite! {
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// Sends `signal` to the server (SIGSTOP, SIGCONT). The server is our
-/// child and not reaped while `server` lives, so the pid is still its own.
-fn signal(server: &Server, signal: i32) {
-    // SAFETY: kill(2) takes no pointers; see above for why the pid is ours.
-    let r = unsafe { libc::kill(server.pid() as libc::pid_t, signal) };
-    if r != 0 {
-        server.expect_alive(format!("sent signal {signal}"));
-    }
-}
-
-/// Kills the traced server (the child of strace) when a test ends, however
-/// it ends: strace exits when its tracee does, but killing strace alone
-/// would leave the server running, detached.
-struct KillOnDrop(Option<u32>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let Some(pid) = self.0 else { return };
-        // Only if that pid is still our server (it cannot exit by itself,
-        // but be sure before sending a SIGKILL).
-        let exe = fs::read_link(format!("/proc/{pid}/exe")).ok();
-        if exe.is_some() && exe == fs::canonicalize(BIN).ok() {
-            // SAFETY: kill(2) takes no pointers; the pid was checked above.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-        }
-    }
-}
 
 /// The calls in the trace that return or take a socket: `accept`/`accept4`
 /// returning fd N, and `close(N)` with its result.
@@ -134,14 +107,14 @@ fn test_22_echoes_data_that_arrives_together_with_the_fin() {
     // reach the kernel before the server can see any of them: one event
     // will then report data and hang-up at once. Whether SIGSTOP has taken
     // effect is a /proc fact with no event: poll it with a deadline.
-    signal(&server, libc::SIGSTOP);
+    server.signal(libc::SIGSTOP);
     let stopped = settle(
         SETTLE_DEADLINE,
         || labkit::procfs::state(server.pid()),
         |s| s == Some('T'),
     );
     if stopped.is_err() {
-        signal(&server, libc::SIGCONT);
+        server.signal(libc::SIGCONT);
         server.expect_alive("sent SIGSTOP");
         server
             .report()
@@ -151,11 +124,11 @@ fn test_22_echoes_data_that_arrives_together_with_the_fin() {
             .hint("this is a problem in the test setup, not in your code")
             .fail();
     }
-    let data = payload(48 << 10, 22);
+    let data = data::text(48 << 10, 22);
     let mut c = Client::connect_to(&server);
     c.send(&data);
     c.half_close();
-    signal(&server, libc::SIGCONT);
+    server.signal(libc::SIGCONT);
 
     c.hint("the data and the FIN arrived before your server looked: one event said both 'readable' and 'hung up' (EPOLLIN with EPOLLRDHUP or EPOLLHUP). Do you close on the hang-up flag before reading? Read until recv returns 0, echo everything, then close");
     let back = c.read_until_closed();
@@ -202,7 +175,7 @@ fn test_23_closes_each_accepted_socket_exactly_once() {
         .env("TRACE", &trace)
         .env("LAB_BIN", BIN)
         .spawn();
-    let _guard = KillOnDrop(labkit::procfs::children(server.pid()).first().copied());
+    // Dropping `server` kills strace and the lab under it (its descendant).
 
     // Ways a connection can end: a plain close, a half-close after data,
     // a reset.

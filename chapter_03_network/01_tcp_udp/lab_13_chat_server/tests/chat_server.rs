@@ -7,8 +7,9 @@
 
 use labkit::chat::{join, join_with};
 use labkit::client::Client;
-use labkit::echo::{SETTLE_DEADLINE, payload, settle};
+use labkit::data;
 use labkit::server::Server;
+use labkit::wait::{SETTLE_DEADLINE, settle};
 
 const BIN: &str = env!("CARGO_BIN_EXE_chat_server");
 
@@ -33,27 +34,17 @@ fn three(server: &Server) -> (Client, Client, Client) {
     (a, b, c)
 }
 
-/// Sends `signal` to the server (SIGSTOP, SIGCONT). The server is our
-/// child and not reaped while `server` lives, so the pid is still its own.
-fn signal(server: &Server, signal: i32) {
-    // SAFETY: kill(2) takes no pointers; see above for why the pid is ours.
-    let r = unsafe { libc::kill(server.pid() as libc::pid_t, signal) };
-    if r != 0 {
-        server.expect_alive(format!("sent signal {signal}"));
-    }
-}
-
 /// Stops the server (SIGSTOP) and waits until /proc says it is stopped:
 /// a /proc fact with no event, so it is polled with a deadline.
 fn freeze(server: &Server) {
-    signal(server, libc::SIGSTOP);
+    server.signal(libc::SIGSTOP);
     let stopped = settle(
         SETTLE_DEADLINE,
         || labkit::procfs::state(server.pid()),
         |s| s == Some('T'),
     );
     if stopped.is_err() {
-        signal(server, libc::SIGCONT);
+        server.signal(libc::SIGCONT);
         server.expect_alive("sent SIGSTOP");
         server
             .report()
@@ -76,31 +67,6 @@ fn flood(a: &mut Client, readers: &mut [&mut Client], data: &[u8], hint: &str) {
             r.expect_bytes(chunk);
         }
     }
-}
-
-/// The bytes in the kernel's send queue of the server's socket for
-/// `client` (written by the server, not yet acknowledged by the client):
-/// `tx_queue` in `/proc/net/tcp`.
-fn kernel_send_queue(server: &Server, client: &Client) -> Option<u64> {
-    let hex = |a: std::net::SocketAddr| match a {
-        std::net::SocketAddr::V4(v4) => Some(format!(
-            "{:08X}:{:04X}",
-            u32::from_le_bytes(v4.ip().octets()),
-            v4.port()
-        )),
-        std::net::SocketAddr::V6(_) => None,
-    };
-    let (local, remote) = (hex(server.addr())?, hex(client.local_addr())?);
-    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    table.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() > 4 && f[1] == local && f[2] == remote {
-            let tx = f[4].split(':').next()?;
-            u64::from_str_radix(tx, 16).ok()
-        } else {
-            None
-        }
-    })
 }
 
 // ---------------------------------------------------------------------------
@@ -191,7 +157,7 @@ fn test_04_sends_bursts_of_lines_whole_to_everyone() {
     let server = Server::spawn(BIN);
     let (mut a, mut b, mut c) = three(&server);
     for round in 0..8 {
-        let data = payload(512 << 10, 40 + round);
+        let data = data::text(512 << 10, 40 + round);
         a.send(&data);
         for (name, o) in [("b", &mut b), ("c", &mut c)] {
             o.hint(format!("a sent 512 KiB of lines in one write (burst {} of 8) and {name} got only part of it before the server went quiet: mio is edge-triggered, so do you read until WouldBlock on each event? Bytes left in the kernel get no new event", round + 1));
@@ -284,7 +250,7 @@ fn test_07_sends_the_last_line_that_arrives_with_the_fin_of_a_client_with_pendin
     let mut flat = 0;
     let mut extra = 0;
     for round in 0..96u64 {
-        let chunk = payload(64 << 10, 70 + round);
+        let chunk = data::text(64 << 10, 70 + round);
         flood(
             &mut a,
             &mut [&mut b],
@@ -299,7 +265,8 @@ fn test_07_sends_the_last_line_that_arrives_with_the_fin_of_a_client_with_pendin
             }
             continue;
         }
-        let queued = kernel_send_queue(&server, &x).unwrap_or(0);
+        let queued =
+            labkit::procfs::tcp_connection(server.addr(), x.local_addr()).map_or(0, |s| s.tx_queue);
         flat = if queued < last + (32 << 10) {
             flat + 1
         } else {
@@ -314,7 +281,7 @@ fn test_07_sends_the_last_line_that_arrives_with_the_fin_of_a_client_with_pendin
     freeze(&server);
     x.send_line("x's last words");
     x.half_close();
-    signal(&server, libc::SIGCONT);
+    server.signal(libc::SIGCONT);
 
     for (name, o) in [("a", &mut a), ("b", &mut b)] {
         o.hint(format!("x (which has output queued, as it does not read) sent a line and shut down its sending side; the line and the FIN arrived in one event. {name} should get the line: do you close the connection on the hang-up flag before reading what came with it? Read until end of file, send on the complete lines, then close"));
@@ -383,7 +350,7 @@ fn test_09_heavy_drops_a_client_that_never_reads_in_bounded_memory() {
         "slow",
         &mut [&mut a, &mut b],
     );
-    let data = payload(64 << 20, 90);
+    let data = data::text(64 << 20, 90);
     flood(
         &mut a,
         &mut [&mut b],

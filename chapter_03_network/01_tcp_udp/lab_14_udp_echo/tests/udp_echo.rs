@@ -1,10 +1,11 @@
 //! The grader for lab 14, udp_echo.
 //!
 //! Tests 01-06 start `udp_echo_server` on `127.0.0.1:0` and talk to it with
-//! plain `std::net::UdpSocket`s from the test. Every wait for a datagram is a
-//! read timeout ([`REPLY_DEADLINE`]) used as a deadline: on loopback an echo
-//! comes back in microseconds, so a test that hits it has found a datagram
-//! that will never come.
+//! `labkit::udp::Probe`s, UDP sockets of the test's own. Every wait for a
+//! datagram has a deadline ([`REPLY_DEADLINE`]): on loopback an echo comes
+//! back in microseconds, so a test that hits it has found a datagram that
+//! will never come. A server asleep with the datagram still unread in its
+//! socket fails at once, before the deadline.
 //!
 //! Tests 10-13 run `udp_echo_client` (with `labkit::Cmd`, which has a
 //! deadline) against the real server, against a socket of the test's that
@@ -20,85 +21,25 @@ use labkit::Cmd;
 use labkit::report::show;
 use labkit::run::Outcome;
 use labkit::server::Server;
+use labkit::udp::{Probe, REPLY_DEADLINE, send_from};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_udp_echo_server");
 const CLIENT: &str = env!("CARGO_BIN_EXE_udp_echo_client");
-
-/// How long a test waits for a datagram before calling it lost.
-const REPLY_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The most data one UDP datagram carries over IPv4: 65,535 bytes of IP
 /// packet, minus 20 of IP header and 8 of UDP header.
 const MAX_DATAGRAM: usize = 65_507;
 
-/// A test's receive buffer: one byte more than any datagram, so nothing the
-/// test receives is ever cut short.
-const RECV_BUF: usize = 64 * 1024 + 1;
-
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// A UDP socket of the test's own on `127.0.0.1:0`, whose receives wait at
-/// most [`REPLY_DEADLINE`].
-fn probe() -> UdpSocket {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("[test] bind a UDP socket on 127.0.0.1:0");
-    s.set_read_timeout(Some(REPLY_DEADLINE))
-        .expect("[test] set a read timeout");
-    s
-}
-
-/// Sends one datagram from `from` to `to`; a failure here is the test's own.
-fn send(from: &UdpSocket, to: SocketAddr, bytes: &[u8]) {
-    let n = from
-        .send_to(bytes, to)
-        .unwrap_or_else(|e| panic!("[test] could not send {} bytes to {to}: {e}", bytes.len()));
-    assert_eq!(n, bytes.len(), "[test] sent a datagram only in part");
-}
-
-/// Receives one datagram, or `None` when none comes before the deadline.
-fn recv(sock: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
-    let mut buf = vec![0u8; RECV_BUF];
-    match sock.recv_from(&mut buf) {
-        Ok((n, from)) => {
-            buf.truncate(n);
-            Some((buf, from))
-        }
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            None
-        }
-        Err(e) => panic!("[test] receiving on {:?} failed: {e}", sock.local_addr()),
-    }
-}
 
 /// Receives the next datagram on `sock` and fails unless it comes from the
 /// server and holds exactly `sent`. `did` says what the test did, for the
 /// message; `hint` is where to look if the datagram never comes.
 #[track_caller]
-fn expect_echo(server: &Server, sock: &UdpSocket, sent: &[u8], did: &str, hint: &str) {
-    let me = sock
-        .local_addr()
-        .expect("[test] a bound socket has an address");
-    let Some((got, from)) = recv(sock) else {
-        // A dead server explains a missing echo best.
-        server.expect_alive(did);
-        server
-            .report()
-            .did(did)
-            .expected(format!(
-                "a datagram back at {me} holding the {} bytes sent: {}",
-                sent.len(),
-                show(sent)
-            ))
-            .got(format!("nothing within {REPLY_DEADLINE:?}"))
-            .hint(hint)
-            .fail();
-    };
+fn expect_echo(server: &Server, sock: &Probe, sent: &[u8], did: &str, hint: &str) {
+    let (got, from) = sock.recv_from(server, did, hint);
     if from != server.addr() {
         server
             .report()
@@ -176,18 +117,16 @@ impl StandIn {
     fn spawn(
         mut answer: impl FnMut(usize, &[u8], SocketAddr, &UdpSocket) + Send + 'static,
     ) -> StandIn {
-        let sock = probe();
-        let addr = sock
-            .local_addr()
-            .expect("[test] a bound socket has an address");
+        let sock = Probe::new();
+        let addr = sock.addr();
         let (tx, received) = mpsc::channel();
         thread::spawn(move || {
             let mut all: Vec<Vec<u8>> = Vec::new();
-            while let Some((d, from)) = recv(&sock) {
+            while let Some((d, from)) = sock.recv() {
                 if d == MARKER {
                     break;
                 }
-                answer(all.len(), &d, from, &sock);
+                answer(all.len(), &d, from, sock.socket());
                 all.push(d);
             }
             let _ = tx.send(all);
@@ -198,7 +137,7 @@ impl StandIn {
     /// Every datagram the client sent, in order. Call it once the client has
     /// exited: the marker then arrives after all of them.
     fn finish(self) -> Vec<Vec<u8>> {
-        send(&probe(), self.addr, MARKER);
+        Probe::new().send(self.addr, MARKER);
         self.received
             .recv_timeout(REPLY_DEADLINE)
             .expect("[test] the stand-in server did not finish in time")
@@ -230,8 +169,8 @@ fn list(datagrams: &[Vec<u8>]) -> String {
 #[test]
 fn test_01_echoes_one_datagram() {
     let server = Server::spawn(SERVER);
-    let sock = probe();
-    send(&sock, server.addr(), b"hello, udp");
+    let sock = Probe::new();
+    sock.send(server.addr(), b"hello, udp");
     expect_echo(
         &server,
         &sock,
@@ -246,7 +185,7 @@ fn test_01_echoes_one_datagram() {
 #[test]
 fn test_02_keeps_datagram_boundaries() {
     let server = Server::spawn(SERVER);
-    let sock = probe();
+    let sock = Probe::new();
     let sent: Vec<Vec<u8>> = [
         &b"one"[..],
         b"two\n",
@@ -263,11 +202,14 @@ fn test_02_keeps_datagram_boundaries() {
     .map(|d| d.to_vec())
     .collect();
     for d in &sent {
-        send(&sock, server.addr(), d);
+        sock.send(server.addr(), d);
     }
     let mut got = Vec::new();
     for _ in 0..sent.len() {
-        match recv(&sock) {
+        match sock.next_from(
+            &server,
+            &format!("sent {} datagrams back to back", sent.len()),
+        ) {
             Some((d, _)) => got.push(d),
             None => break,
         }
@@ -300,12 +242,12 @@ fn test_02_keeps_datagram_boundaries() {
 #[test]
 fn test_03_echoes_a_maximum_size_datagram_byte_for_byte() {
     let server = Server::spawn(SERVER);
-    let sock = probe();
+    let sock = Probe::new();
     // Non-repeating over short spans, so a shifted or cut copy shows.
     let big: Vec<u8> = (0..MAX_DATAGRAM)
         .map(|i| (i % 251) as u8 ^ (i / 251) as u8)
         .collect();
-    send(&sock, server.addr(), &big);
+    sock.send(server.addr(), &big);
     expect_echo(
         &server,
         &sock,
@@ -314,7 +256,7 @@ fn test_03_echoes_a_maximum_size_datagram_byte_for_byte() {
         "is your receive buffer 65,536 bytes? recv_from cuts a datagram to the buffer's size without an error",
     );
     // Then something small, to see the buffer is reused correctly.
-    send(&sock, server.addr(), b"small after big");
+    sock.send(server.addr(), b"small after big");
     expect_echo(
         &server,
         &sock,
@@ -328,8 +270,8 @@ fn test_03_echoes_a_maximum_size_datagram_byte_for_byte() {
 #[test]
 fn test_04_echoes_an_empty_datagram_and_keeps_serving() {
     let server = Server::spawn(SERVER);
-    let sock = probe();
-    send(&sock, server.addr(), b"before");
+    let sock = Probe::new();
+    sock.send(server.addr(), b"before");
     expect_echo(
         &server,
         &sock,
@@ -337,7 +279,7 @@ fn test_04_echoes_an_empty_datagram_and_keeps_serving() {
         "sent \"before\"",
         "do you recv_from in a loop and send_to the bytes back to the address recv_from returned?",
     );
-    send(&sock, server.addr(), b"");
+    sock.send(server.addr(), b"");
     expect_echo(
         &server,
         &sock,
@@ -345,7 +287,7 @@ fn test_04_echoes_an_empty_datagram_and_keeps_serving() {
         "sent \"before\", got it back, then sent an empty datagram (0 bytes)",
         "recv_from returning 0 means an empty datagram arrived, not that a client is done: echo it (an empty send_to) and go on",
     );
-    send(&sock, server.addr(), b"after");
+    sock.send(server.addr(), b"after");
     expect_echo(
         &server,
         &sock,
@@ -360,7 +302,7 @@ fn test_04_echoes_an_empty_datagram_and_keeps_serving() {
 fn test_05_answers_each_client_at_its_own_address() {
     const N: usize = 5;
     let server = Server::spawn(SERVER);
-    let clients: Vec<UdpSocket> = (0..N).map(|_| probe()).collect();
+    let clients: Vec<Probe> = (0..N).map(|_| Probe::new()).collect();
     // First round in order, second in reverse: a server that remembers the
     // first (or the last) client fails one of them.
     for round in 0..2 {
@@ -370,14 +312,13 @@ fn test_05_answers_each_client_at_its_own_address() {
             (0..N).rev().collect()
         };
         for &i in &order {
-            send(
-                &clients[i],
+            clients[i].send(
                 server.addr(),
                 format!("round {round} from client {i}").as_bytes(),
             );
         }
         for &i in &order {
-            let me = clients[i].local_addr().expect("[test] bound");
+            let me = clients[i].addr();
             expect_echo(
                 &server,
                 &clients[i],
@@ -397,13 +338,13 @@ fn test_06_survives_datagrams_from_clients_that_have_gone() {
     let server = Server::spawn(SERVER);
     for i in 0..20 {
         // Send, then close the socket at once: its echo finds no one.
-        let gone = probe();
-        send(&gone, server.addr(), format!("gone {i}").as_bytes());
+        let gone = Probe::new();
+        gone.send(server.addr(), format!("gone {i}").as_bytes());
     }
-    let sock = probe();
+    let sock = Probe::new();
     for i in 0..3 {
         let msg = format!("still here {i}");
-        send(&sock, server.addr(), msg.as_bytes());
+        sock.send(server.addr(), msg.as_bytes());
         expect_echo(
             &server,
             &sock,
@@ -497,7 +438,7 @@ fn test_12_client_retries_after_a_lost_datagram() {
     // Drops datagram 0, echoes datagram 1 (and any later one).
     let lossy = StandIn::spawn(|i, d, from, sock| {
         if i >= 1 {
-            send(sock, from, d);
+            send_from(sock, from, d);
         }
     });
     let addr = lossy.addr;
@@ -531,16 +472,16 @@ fn test_12_client_retries_after_a_lost_datagram() {
 // Only a datagram from ADDR holding exactly MESSAGE is the echo: the same bytes from elsewhere, or other bytes from ADDR, are not.
 #[test]
 fn test_13_client_ignores_datagrams_that_are_not_the_echo() {
-    let stranger = probe();
-    let stranger_addr = stranger.local_addr().expect("[test] bound");
+    let stranger = Probe::new();
+    let stranger_addr = stranger.addr();
     // Answers the first datagram with two impostors only, the second with
     // the real echo.
     let fake = StandIn::spawn(move |i, d, from, sock| {
         if i == 0 {
-            send(&stranger, from, d);
-            send(sock, from, b"not the echo");
+            stranger.send(from, d);
+            send_from(sock, from, b"not the echo");
         } else {
-            send(sock, from, d);
+            send_from(sock, from, d);
         }
     });
     let addr = fake.addr;

@@ -6,8 +6,9 @@
 //! does for you.
 
 use labkit::client::Client;
+use labkit::data;
 use labkit::http::{self, Response};
-use labkit::http_suite::{MAX_BODY, Site, Want, expect, payload, send_while_open};
+use labkit::http_suite::{MAX_BODY, Site, Want, expect, send_while_open};
 
 labkit::http_suite! {
     binary: env!("CARGO_BIN_EXE_http_server"),
@@ -84,8 +85,8 @@ fn test_20_every_response_carries_content_length() {
 #[test]
 fn test_21_answers_a_fragmented_pipelined_mix() {
     let site = Site::spawn(BIN);
-    let plain = payload(3000, 21);
-    let chunky = payload(2000, 22);
+    let plain = data::binary(3000, 21);
+    let chunky = data::binary(2000, 22);
     let mut wire = http::request("GET", "/hello/mix", &[], b"");
     wire.extend(http::request("POST", "/echo", &[], &plain));
     wire.extend(http::request(
@@ -248,7 +249,10 @@ fn test_23_closes_after_413_and_431() {
     let over = (MAX_BODY + 1).to_string();
     let huge_head = http::request("GET", "/", &[("X-Fill", &"h".repeat(9000))], b"");
     let mut chunked = http::request("POST", "/echo", &[("Transfer-Encoding", "chunked")], b"");
-    chunked.extend(http::chunked(&payload(MAX_BODY + 64 * 1024, 23), 64 * 1024));
+    chunked.extend(http::chunked(
+        &data::binary(MAX_BODY + 64 * 1024, 23),
+        64 * 1024,
+    ));
     let cases: [(&str, Vec<u8>, u16); 3] = [
         (
             "announced a body of 1 MiB + 1",

@@ -102,17 +102,6 @@ fn post(site: &Site, path: &str, content_type: Option<&str>, body: &str) -> Got 
     )
 }
 
-/// Sends `signal` to the server without waiting for it to exit. The
-/// server is our child and not reaped while `site` lives, so the pid is
-/// still its own.
-fn signal(site: &Site, signal: i32) {
-    // SAFETY: kill(2) takes no pointers; see above for why the pid is ours.
-    let r = unsafe { libc::kill(site.server.pid() as libc::pid_t, signal) };
-    if r != 0 {
-        site.server.expect_alive(format!("sent signal {signal}"));
-    }
-}
-
 /// Waits until a new connection to the server is refused: the listener is
 /// closed. Fails after [`SHUTDOWN_DEADLINE`].
 #[track_caller]
@@ -535,7 +524,7 @@ fn test_27_sigint_finishes_the_request_in_flight_then_exits_0() {
             .hint("serve POST /echo through hyper: it sends 100 Continue once the handler reads the body")
             .fail();
     }
-    signal(&site, libc::SIGINT);
+    site.server.signal(libc::SIGINT);
     wait_until_refused(&site, "sent SIGINT while a POST /echo waited for its body");
     // A server that does not drain exits as soon as it stops listening, and
     // the kernel then closes this connection: half a second shows it.

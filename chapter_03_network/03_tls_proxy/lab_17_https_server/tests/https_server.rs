@@ -13,7 +13,6 @@
 //! timeouts, for looking at the handshake itself (the ALPN protocol, the
 //! TLS version, the certificates sent, the error a client gets).
 
-use std::error::Error as StdError;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -165,19 +164,6 @@ fn https_client(pki: &Pki, server: &Server) -> reqwest::blocking::Client {
         .unwrap_or_else(|e| panic!("[test] could not build the HTTPS client: {e}"))
 }
 
-/// An error and its causes, on one line: reqwest's and rustls's useful
-/// part is usually the innermost.
-fn causes(e: &dyn StdError) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
 /// The hint for a client whose handshake got nowhere.
 const HANDSHAKE_HINT: &str = "does each accepted connection get a TLS handshake (TlsAcceptor::accept) with a ServerConfig holding your chain and key, and then HTTP on the TLS stream?";
 
@@ -199,13 +185,15 @@ fn https(
             .body(bytes.to_vec());
     }
     let did = format!("sent {method} {url} (client trusting the test's root CA)");
-    let response = request.send().unwrap_or_else(|e| {
+    // On a helper thread, watched: a parked server fails at once.
+    let response = server.watched(&did, move || request.send());
+    let response = response.unwrap_or_else(|e| {
         server.expect_alive(&did);
         server
             .report()
             .did(&did)
             .expected("a response over HTTPS")
-            .got(causes(&e))
+            .got(labkit::report::error_chain(&e))
             .hint(HANDSHAKE_HINT)
             .fail()
     });
@@ -219,7 +207,7 @@ fn https(
             .report()
             .did(&did)
             .expected("a whole response body")
-            .got(causes(&e))
+            .got(labkit::report::error_chain(&e))
             .fail()
     });
     (status, content_type, bytes.to_vec())
@@ -275,7 +263,17 @@ type TlsStream = StreamOwned<ClientConnection, TcpStream>;
 /// is what the client saw: a rustls error (certificate rejected, alert
 /// received) is inside the `io::Error`; see [`tls_error`].
 fn handshake(server: &Server, config: Arc<ClientConfig>) -> io::Result<TlsStream> {
-    let mut tcp = TcpStream::connect_timeout(&server.addr(), DEADLINE)?;
+    let addr = server.addr();
+    // On a helper thread, watched: a server that never reads the
+    // ClientHello fails at once instead of at the deadline.
+    server.watched("connected and sent a TLS ClientHello", move || {
+        handshake_at(addr, config)
+    })
+}
+
+/// [`handshake`] itself, with the deadlines of a blocking socket.
+fn handshake_at(addr: std::net::SocketAddr, config: Arc<ClientConfig>) -> io::Result<TlsStream> {
+    let mut tcp = TcpStream::connect_timeout(&addr, DEADLINE)?;
     tcp.set_read_timeout(Some(DEADLINE))?;
     tcp.set_write_timeout(Some(DEADLINE))?;
     let name = ServerName::try_from("localhost").expect("a valid name");
@@ -306,7 +304,7 @@ fn describe_handshake_error(e: &io::Error) -> String {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => format!(
             "no answer to the ClientHello within {DEADLINE:?} (the server did not run a handshake)"
         ),
-        _ => format!("the handshake failed: {}", causes(e)),
+        _ => format!("the handshake failed: {}", labkit::report::error_chain(e)),
     }
 }
 

@@ -63,20 +63,6 @@ fn recorded_headers(r: &Recorded) -> String {
         .collect()
 }
 
-/// `n` bytes of every value, in an order that is not a simple pattern.
-fn binary(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            // xorshift64: cheap, deterministic, covers all byte values.
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 /// Reads a response whose body arrives in pieces: the head first, then as
 /// many body bytes as asked for, decoding chunked framing as it goes.
 struct StreamedResponse {
@@ -319,7 +305,7 @@ fn test_01_forwards_method_path_and_query_and_returns_the_upstreams_answer() {
 fn test_02_forwards_a_1_mib_binary_post_body_byte_for_byte() {
     let up = Upstream::start("a");
     let server = proxy(&up, &[]);
-    let body = binary(1 << 20, 18);
+    let body = labkit::data::binary(1 << 20, 18);
     let did = "sent POST /upload with a 1 MiB binary body (Content-Length)";
     let r = exchange(
         &server,
@@ -694,8 +680,8 @@ fn test_07_answers_504_when_the_upstream_does_not_answer_in_time() {
 fn test_08_streams_the_response_body_as_it_arrives() {
     let up = Upstream::start("a");
     let server = proxy(&up, &[]);
-    let first = binary(100_000, 1);
-    let second = binary(50_000, 2);
+    let first = labkit::data::binary(100_000, 1);
+    let second = labkit::data::binary(50_000, 2);
     let gate = up.respond_in_two_parts(first.clone(), second.clone());
     let mut c = Client::connect_to(&server);
     c.send(&http::request("GET", "/stream", &[], b""));
@@ -740,7 +726,7 @@ fn test_08_streams_the_response_body_as_it_arrives() {
 fn test_09_streams_the_request_body_as_it_arrives() {
     let up = Upstream::start("a");
     let server = proxy(&up, &[]);
-    let body = binary(2 << 20, 9);
+    let body = labkit::data::binary(2 << 20, 9);
     let half = body.len() / 2;
     let mut c = Client::connect_to(&server);
     let head = format!(
@@ -815,7 +801,7 @@ fn test_11_survives_clients_that_disconnect_mid_request() {
 
     let mut c = Client::connect_to(&server);
     c.send(b"POST /half-a-body HTTP/1.1\r\nHost: test\r\nContent-Length: 100000\r\n\r\n");
-    c.send(&binary(1000, 3));
+    c.send(&labkit::data::binary(1000, 3));
     c.reset();
 
     let did = "reset three clients: one while its request was held at the upstream, one mid-head, one mid-body; then sent GET /after";

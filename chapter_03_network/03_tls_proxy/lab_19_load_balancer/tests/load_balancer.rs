@@ -64,17 +64,6 @@ struct Answer {
     body: String,
 }
 
-/// An error with its causes, for messages (reqwest's own text is terse).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    out
-}
-
 /// Sends `method path` (with `body` when not empty) and returns the answer,
 /// or an error message.
 fn try_send(
@@ -89,19 +78,26 @@ fn try_send(
     if !body.is_empty() {
         request = request.body(body.to_vec());
     }
-    let response = request.send().map_err(|e| chain(&e))?;
-    let status = response.status().as_u16();
-    let upstream = response
-        .headers()
-        .get("x-upstream")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let body = response.text().map_err(|e| chain(&e))?;
-    Ok(Answer {
-        status,
-        upstream,
-        body,
+    // On a helper thread, watched: a parked balancer fails at once.
+    lb.watched(format!("sent {method} {path} to the balancer"), move || {
+        let response = request
+            .send()
+            .map_err(|e| labkit::report::error_chain(&e))?;
+        let status = response.status().as_u16();
+        let upstream = response
+            .headers()
+            .get("x-upstream")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = response
+            .text()
+            .map_err(|e| labkit::report::error_chain(&e))?;
+        Ok(Answer {
+            status,
+            upstream,
+            body,
+        })
     })
 }
 
@@ -148,7 +144,7 @@ fn get_ok(lb: &Server, c: &reqwest::blocking::Client, path: &str, context: &str)
 /// event to wait on (the sum of two upstreams' counters).
 #[track_caller]
 fn eventually(lb: &Server, what: &str, ready: impl Fn() -> bool) {
-    if labkit::echo::settle(DEADLINE, ready, |done| done).is_err() {
+    if labkit::wait::settle(DEADLINE, ready, |done| done).is_err() {
         lb.report()
             .expected(format!("{what} within {DEADLINE:?}"))
             .got("it did not happen")
@@ -353,13 +349,17 @@ fn test_04_least_connections_avoids_the_upstream_with_requests_in_flight() {
         let (lb_addr, http, done) = (lb.addr(), http.clone(), done_tx.clone());
         held.push(thread::spawn(move || {
             let url = format!("http://{lb_addr}/held/{i}");
-            let result = http.get(url).send().map_err(|e| chain(&e)).map(|r| {
-                r.headers()
-                    .get("x-upstream")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string()
-            });
+            let result = http
+                .get(url)
+                .send()
+                .map_err(|e| labkit::report::error_chain(&e))
+                .map(|r| {
+                    r.headers()
+                        .get("x-upstream")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string()
+                });
             let _ = done.send(result);
         }));
         eventually(
