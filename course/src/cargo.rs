@@ -40,8 +40,10 @@ pub struct TestResult {
 }
 
 impl Cargo {
+    /// `cargo <args>` in the workspace root, with this target directory:
+    /// every cargo the tool runs is made here.
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        let mut cmd = Command::new(program());
         cmd.args(args).current_dir(&self.root);
         cmd.env("CARGO_TERM_COLOR", "never");
         if let Some(t) = &self.target_dir {
@@ -112,13 +114,10 @@ impl Cargo {
                     bar.set_position(built);
                     bar.set_message(format!("{label}: {package}"));
                 }
-                Some("compiler-message") if msg["message"]["level"] == "error" => {
-                    let text = msg["message"]["rendered"]
-                        .as_str()
-                        .or(msg["message"]["message"].as_str())
-                        .unwrap_or("error")
-                        .to_string();
-                    errors.entry(package).or_insert_with(|| strip_ansi(&text));
+                Some("compiler-message") => {
+                    if let Some((package, text)) = compiler_error(&line) {
+                        errors.entry(package).or_insert(text);
+                    }
                 }
                 _ => {}
             }
@@ -167,6 +166,60 @@ impl Cargo {
             started.elapsed().as_secs_f64()
         ));
         Ok(results)
+    }
+
+    /// Builds `packages` in release mode, cargo's own output on the
+    /// terminal (`cargo course bench`).
+    pub fn build_release(&self, packages: &[String]) -> Result<()> {
+        let mut args = vec!["build", "--release", "--quiet"];
+        for p in packages {
+            args.extend(["-p", p.as_str()]);
+        }
+        let mut cmd = self.command(&args);
+        cmd.env_remove("CARGO_TERM_COLOR");
+        let status = cmd.status().context("cannot run cargo")?;
+        if !status.success() {
+            anyhow::bail!(
+                "the release build failed (see cargo's errors above); does every server lab compile?"
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs clippy with `-D warnings` on `packages` (all targets) and returns
+    /// the first error per package.
+    pub fn clippy(&self, packages: &[String]) -> Result<BTreeMap<String, String>> {
+        if packages.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let mut args = vec![
+            "clippy",
+            "--all-targets",
+            "--keep-going",
+            "--message-format=json",
+        ];
+        for p in packages {
+            args.extend(["-p", p.as_str()]);
+        }
+        args.extend(["--", "-D", "warnings"]);
+        let out = self.command(&args).output().context(
+            "cannot run cargo clippy (is the clippy component installed? `rustup component add clippy`)",
+        )?;
+        let mut errors = BTreeMap::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some((package, text)) = compiler_error(line) {
+                errors.entry(package).or_insert(text);
+            }
+        }
+        Ok(errors)
+    }
+
+    /// `cargo test` in `dir`, output on the terminal, exactly what a learner
+    /// types (`cargo course check`); whether it passed.
+    pub fn test_in(&self, dir: &Path) -> Result<bool> {
+        let mut cmd = self.command(&["test"]);
+        cmd.current_dir(dir).env_remove("CARGO_TERM_COLOR");
+        Ok(cmd.status().context("cannot run cargo test")?.success())
     }
 
     /// Without a terminal (CI, a pipe), progress bars are hidden: say what
@@ -295,7 +348,7 @@ impl Cargo {
 pub fn nextest_available() -> bool {
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *AVAILABLE.get_or_init(|| {
-        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        Command::new(program())
             .args(["nextest", "--version"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -303,6 +356,26 @@ pub fn nextest_available() -> bool {
             .is_ok_and(|s| s.success())
             && std::env::var_os("COURSE_NO_NEXTEST").is_none()
     })
+}
+
+/// The cargo to run: the one that runs us (`cargo course`), else `cargo`.
+fn program() -> std::ffi::OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+/// A compiler error in one line of cargo's JSON messages: the package and
+/// the rendered message (without colour codes).
+fn compiler_error(line: &str) -> Option<(String, String)> {
+    let msg: serde_json::Value = serde_json::from_str(line).ok()?;
+    if msg["reason"] != "compiler-message" || msg["message"]["level"] != "error" {
+        return None;
+    }
+    let package = msg["package_id"].as_str().map(package_name)?;
+    let text = msg["message"]["rendered"]
+        .as_str()
+        .or(msg["message"]["message"].as_str())
+        .unwrap_or("error");
+    Some((package, strip_ansi(text)))
 }
 
 /// The package name in a cargo package id, old or new format:

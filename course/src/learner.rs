@@ -239,14 +239,13 @@ pub fn check(course: &Course, lab: &Lab, s: &Style) -> Result<bool> {
             lab.rel
         ))
     );
-    let status =
-        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .arg("test")
-            .current_dir(&lab.dir)
-            .status()
-            .context("cannot run cargo test")?;
-    let _ = course;
-    if status.success() {
+    let cargo = Cargo {
+        root: course.root.clone(),
+        target_dir: None,
+        progress: false,
+    };
+    let passed = cargo.test_in(&lab.dir)?;
+    if passed {
         println!(
             "{} {} passes. Compare with its solution/, then `cargo course sync` ticks it in README.md.",
             s.green("[course]"),
@@ -260,7 +259,7 @@ pub fn check(course: &Course, lab: &Lab, s: &Style) -> Result<bool> {
             lab.number
         );
     }
-    Ok(status.success())
+    Ok(passed)
 }
 
 /// `cargo course watch [<lab>]`: re-runs `check` whenever the lab's sources change.

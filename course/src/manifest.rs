@@ -47,6 +47,22 @@ pub struct LabEntry {
     /// Tests allowed to pass on the untouched starter, each with its reason.
     #[serde(default)]
     pub starter_passes: Vec<StarterPass>,
+    /// Where a server lab is measured by `cargo course bench`.
+    #[serde(default)]
+    pub bench: Option<BenchEntry>,
+}
+
+/// A server lab's place in `cargo course bench`: which suite measures it,
+/// under which name, running which binary.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchEntry {
+    /// The suite (`echo`, `chat`): `bench::suite` knows its loads.
+    pub suite: String,
+    /// The server's name in the table and on the chart.
+    pub name: String,
+    /// The binary the lab builds.
+    pub binary: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

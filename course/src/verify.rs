@@ -155,20 +155,17 @@ pub fn verify(course: &Course, selected: &[Lab], s: &Style) -> Result<bool> {
         set_src(&tree, lab, &read_tree(&lab.dir.join(from)))?;
     }
     let packages: Vec<String> = labs.iter().map(|l| l.package().to_string()).collect();
-    let errors = cargo.build_tests(&packages, "verify: solutions")?;
-    let compiled: Vec<String> = packages
-        .iter()
-        .filter(|p| !errors.contains_key(*p))
-        .cloned()
-        .collect();
-    let results = cargo::by_package(cargo.run_tests(&compiled, profile, "verify: solutions")?);
+    let round = Round::run(&cargo, profile, "verify: solutions", &packages)?;
+    let compiled = round.compiled.clone();
     for lab in &labs {
         let id = lab.id();
-        if let Some(e) = errors.get(lab.package()) {
-            checks.add(id, "solution compiles", false, cargo::first_error_line(e));
-            continue;
-        }
-        let rs = results.get(lab.package()).cloned().unwrap_or_default();
+        let rs = match round.outcome(lab) {
+            Err(e) => {
+                checks.add(id, "solution compiles", false, cargo::first_error_line(e));
+                continue;
+            }
+            Ok(rs) => rs,
+        };
         let failed: Vec<&TestResult> = rs.iter().filter(|r| !r.passed).collect();
         let detail = if rs.is_empty() {
             "the grader ran no tests".to_string()
@@ -192,7 +189,7 @@ pub fn verify(course: &Course, selected: &[Lab], s: &Style) -> Result<bool> {
 
     // Lints on the solution-swapped tree.
     let t = Instant::now();
-    let lint_errors = clippy(&cargo, &compiled)?;
+    let lint_errors = cargo.clippy(&compiled)?;
     for lab in labs
         .iter()
         .filter(|l| compiled.contains(&l.package().to_string()))
@@ -256,22 +253,17 @@ pub fn verify(course: &Course, selected: &[Lab], s: &Style) -> Result<bool> {
     for lab in &labs {
         set_src(&tree, lab, &read_tree(&lab.dir.join("problem")))?;
     }
-    let errors = cargo.build_tests(&packages, "verify: starters")?;
-    let compiled_starters: Vec<String> = packages
-        .iter()
-        .filter(|p| !errors.contains_key(*p))
-        .cloned()
-        .collect();
-    let results =
-        cargo::by_package(cargo.run_tests(&compiled_starters, profile, "verify: starters")?);
+    let round = Round::run(&cargo, profile, "verify: starters", &packages)?;
     for lab in &labs {
         let id = lab.id();
-        if let Some(e) = errors.get(lab.package()) {
-            checks.add(id, "starter compiles", false, cargo::first_error_line(e));
-            continue;
-        }
+        let rs = match round.outcome(lab) {
+            Err(e) => {
+                checks.add(id, "starter compiles", false, cargo::first_error_line(e));
+                continue;
+            }
+            Ok(rs) => rs,
+        };
         checks.add(id, "starter compiles", true, "");
-        let rs = results.get(lab.package()).cloned().unwrap_or_default();
         let allowed: Vec<&str> = lab
             .entry
             .starter_passes
@@ -357,33 +349,29 @@ pub fn verify(course: &Course, selected: &[Lab], s: &Style) -> Result<bool> {
             .iter()
             .map(|(l, _)| l.package().to_string())
             .collect();
-        let errors =
-            cargo.build_tests(&pkgs, &format!("verify: mutants {}/{rounds}", round + 1))?;
-        let ok_pkgs: Vec<String> = pkgs
-            .iter()
-            .filter(|p| !errors.contains_key(*p))
-            .cloned()
-            .collect();
-        let results = cargo::by_package(cargo.run_tests(
-            &ok_pkgs,
+        let graded = Round::run(
+            &cargo,
             profile,
             &format!("verify: mutants {}/{rounds}", round + 1),
-        )?);
+            &pkgs,
+        )?;
         for (lab, m) in in_round {
             let name = format!("mutant {} is caught", m.name);
-            if let Some(e) = errors.get(lab.package()) {
-                checks.add(
-                    lab.id(),
-                    name,
-                    false,
-                    format!(
-                        "the mutant does not compile, so it proves nothing: {}",
-                        cargo::first_error_line(e)
-                    ),
-                );
-                continue;
-            }
-            let rs = results.get(lab.package()).cloned().unwrap_or_default();
+            let rs = match graded.outcome(lab) {
+                Err(e) => {
+                    checks.add(
+                        lab.id(),
+                        name,
+                        false,
+                        format!(
+                            "the mutant does not compile, so it proves nothing: {}",
+                            cargo::first_error_line(e)
+                        ),
+                    );
+                    continue;
+                }
+                Ok(rs) => rs,
+            };
             let catching: Vec<&str> = rs
                 .iter()
                 .filter(|r| !r.passed)
@@ -431,6 +419,46 @@ pub fn verify(course: &Course, selected: &[Lab], s: &Style) -> Result<bool> {
     }
 
     Ok(print_summary(&checks, selected, &phases, started, s))
+}
+
+/// One round of verify: the labs' `src/` are already swapped in the
+/// scratch tree; build them all at once (one broken lab never hides the
+/// others), grade the ones that compiled, and group the results by lab.
+struct Round {
+    /// Per package that did not compile: its first error.
+    errors: BTreeMap<String, String>,
+    /// The packages that compiled, in the order given.
+    compiled: Vec<String>,
+    results: std::collections::HashMap<String, Vec<TestResult>>,
+}
+
+impl Round {
+    fn run(cargo: &Cargo, profile: &str, label: &str, packages: &[String]) -> Result<Round> {
+        let errors = cargo.build_tests(packages, label)?;
+        let compiled: Vec<String> = packages
+            .iter()
+            .filter(|p| !errors.contains_key(*p))
+            .cloned()
+            .collect();
+        let results = cargo::by_package(cargo.run_tests(&compiled, profile, label)?);
+        Ok(Round {
+            errors,
+            compiled,
+            results,
+        })
+    }
+
+    /// The lab's test results, or its compile error.
+    fn outcome(&self, lab: &Lab) -> Result<&[TestResult], &str> {
+        match self.errors.get(lab.package()) {
+            Some(e) => Err(e),
+            None => Ok(self
+                .results
+                .get(lab.package())
+                .map(Vec::as_slice)
+                .unwrap_or_default()),
+        }
+    }
 }
 
 fn print_summary(
@@ -906,48 +934,6 @@ pub fn apply_patch(
         files.insert(path, patched.into_bytes());
     }
     Ok(files)
-}
-
-/// Runs clippy with `-D warnings` on `packages` (all targets) and returns the
-/// first error per package.
-fn clippy(cargo: &Cargo, packages: &[String]) -> Result<BTreeMap<String, String>> {
-    if packages.is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.args([
-        "clippy",
-        "--all-targets",
-        "--keep-going",
-        "--message-format=json",
-    ])
-    .current_dir(&cargo.root);
-    for p in packages {
-        cmd.args(["-p", p]);
-    }
-    cmd.args(["--", "-D", "warnings"]);
-    if let Some(t) = &cargo.target_dir {
-        cmd.env("CARGO_TARGET_DIR", t);
-    }
-    let out = cmd.output().context("cannot run cargo clippy (is the clippy component installed? `rustup component add clippy`)")?;
-    let mut errors = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if msg["reason"] == "compiler-message" && msg["message"]["level"] == "error" {
-            let pkg = msg["package_id"]
-                .as_str()
-                .map(cargo::package_name)
-                .unwrap_or_default();
-            let text = msg["message"]["rendered"]
-                .as_str()
-                .unwrap_or("error")
-                .to_string();
-            errors.entry(pkg).or_insert(text);
-        }
-    }
-    Ok(errors)
 }
 
 /// `rustfmt --check` on the lab's solution, tests and benches (in place,

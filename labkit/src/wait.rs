@@ -21,7 +21,10 @@
 //! [`SAMPLE`] and calls it *parked* only when all of these held,
 //! unchanged, for [`PARKED_AFTER`]:
 //! - the server's side of the connection holds unread bytes (`rx_queue` in
-//!   `/proc/net/tcp`, Recv-Q in `ss`), the same number throughout;
+//!   `/proc/net/tcp`, Recv-Q in `ss`), the same number throughout; when the
+//!   waiting connection holds none, another connection of the test's
+//!   server that does counts (a chat: the receiver waits for a line the
+//!   server never read from its sender);
 //! - no thread of the server is running or waiting for a CPU (state `R`)
 //!   or for the disk (`D`);
 //! - no thread sleeps with a timeout that will wake it soon (an
@@ -41,9 +44,10 @@
 //!
 //! The one thing a correct server could do to look parked is to leave a
 //! connection unread on purpose with no timer set (backpressure: its output
-//! to that client is full) and nothing else to do. A test only meets that while it does not
-//! read the connection itself, and the watch runs only while a client
-//! waits to *receive*, or to send while receiving nothing.
+//! to that client is full) and nothing else to do. A test meets that only
+//! while it waits, on another connection, for something that needs the
+//! unread input, which no README asks of a server; and the watch runs only
+//! while a client waits to *receive*, or to send while receiving nothing.
 
 use std::net::SocketAddr;
 use std::sync::mpsc;
@@ -172,6 +176,10 @@ pub struct Parked {
     /// Whether the server had accepted the connection (TCP); a connection
     /// still in the accept queue has not been.
     pub accepted: bool,
+    /// Whether the unread bytes were on another connection of the test than
+    /// the one waiting (a chat: the sender's line never read, so no
+    /// receiver gets it).
+    pub elsewhere: bool,
     /// How long the server showed no sign of life.
     pub quiet_for: Duration,
     /// The server's threads, all asleep.
@@ -198,8 +206,16 @@ impl Parked {
                 "the server has not accepted any of the {} connections waiting in its listen queue for {secs:.1} s (ss -tln shows Recv-Q {} on its listener), and {threads} did not run at all",
                 self.unread, self.unread
             ),
+            _ if !self.accepted && self.elsewhere => format!(
+                "the server never accepted the connection that sent what this client is waiting for: it has waited {secs:.1} s in the listen queue with the {} bytes sent still unread (ss -tn shows Recv-Q {}), and {threads} did not run at all",
+                self.unread, self.unread
+            ),
             _ if !self.accepted => format!(
                 "the server never accepted this connection: it has waited {secs:.1} s in the listen queue with the {} bytes sent still unread (ss -tn shows Recv-Q {}), and {threads} did not run at all",
+                self.unread, self.unread
+            ),
+            _ if self.elsewhere => format!(
+                "the server has not read the {} bytes another client of this test sent (what this client is waiting for): they have been in its receive queue for {secs:.1} s (ss -tn shows Recv-Q {}) and {threads} did not run at all",
                 self.unread, self.unread
             ),
             _ => format!(
@@ -243,6 +259,7 @@ pub struct ParkWatch {
 struct Sample {
     unread: u64,
     accepted: bool,
+    elsewhere: bool,
     activity: Activity,
 }
 
@@ -286,6 +303,7 @@ impl ParkWatch {
                 (quiet_for >= PARKED_AFTER).then_some(Parked {
                     unread: sample.unread,
                     accepted: sample.accepted,
+                    elsewhere: sample.elsewhere,
                     quiet_for,
                     threads: sample.activity.threads,
                 })
@@ -304,34 +322,46 @@ impl ParkWatch {
         if activity.busy > 0 || activity.timed > 0 {
             return None;
         }
-        let (unread, accepted) = match self.conn {
+        // Any connection to the server with bytes unread: what a client
+        // waits on may come from another client's input (a broadcast).
+        let any = |server: SocketAddr| {
+            procfs::sockets(Proto::Tcp)
+                .into_iter()
+                .filter(|s| s.local == server && s.state == procfs::TCP_ESTABLISHED)
+                .max_by_key(|s| s.rx_queue)
+                .map(|s| (s.rx_queue, s.inode != 0))
+        };
+        let (unread, accepted, elsewhere) = match self.conn {
             Conn::Tcp { server, client } => {
                 let s = procfs::tcp_connection(server, client)?;
-                (s.rx_queue, s.inode != 0)
+                if s.rx_queue > 0 {
+                    (s.rx_queue, s.inode != 0, false)
+                } else {
+                    let (unread, accepted) = any(server)?;
+                    (unread, accepted, true)
+                }
             }
             Conn::AnyTcp { server } => {
-                let s = procfs::sockets(Proto::Tcp)
-                    .into_iter()
-                    .filter(|s| s.local == server && s.state == procfs::TCP_ESTABLISHED)
-                    .max_by_key(|s| s.rx_queue)?;
-                (s.rx_queue, s.inode != 0)
+                let (unread, accepted) = any(server)?;
+                (unread, accepted, false)
             }
             Conn::Udp { server } => {
                 let s = procfs::sockets(Proto::Udp)
                     .into_iter()
                     .find(|s| s.local == server)?;
-                (s.rx_queue, true)
+                (s.rx_queue, true, false)
             }
             Conn::Listener { server } => {
                 let s = procfs::sockets(Proto::Tcp)
                     .into_iter()
                     .find(|s| s.local == server && s.state == procfs::TCP_LISTEN)?;
-                (s.rx_queue, true)
+                (s.rx_queue, true, false)
             }
         };
         (unread > 0).then_some(Sample {
             unread,
             accepted,
+            elsewhere,
             activity,
         })
     }

@@ -189,3 +189,21 @@ fn test_10_a_learners_panic_keeps_its_backtrace() {
     assert_contains(&err, "not yet implemented: the learner's own panic");
     assert_contains(&err, "stack backtrace");
 }
+
+// A broadcast that never comes: the receiver waits for a line the server never read from its
+// sender; the unread bytes are on the sender's connection, and the test still fails fast.
+#[test]
+fn test_11_a_receiver_waiting_on_another_clients_unread_line_fails_fast() {
+    let server = fixture("no-read");
+    let mut receiver = Client::connect_to(&server);
+    let mut sender = Client::connect_to(&server);
+    let (text, took) = failure(|| {
+        sender.send_line("hello, everyone");
+        receiver.read_line();
+    });
+    assert_fast(took);
+    assert_contains(
+        &text,
+        "has not read the 16 bytes another client of this test sent",
+    );
+}
