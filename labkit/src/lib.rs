@@ -15,7 +15,8 @@
 //! | [`http_suite`] | the HTTP servers' shared conformance suite (labs 15 and 16): `http_suite!` generates numbered tests |
 //! | [`data`] | payloads in which a lost, doubled or reordered piece shows: printable [`data::text`], every byte value [`data::binary`] |
 //! | [`echo`] | the echo servers' shared conformance suite: `echo_suite!` generates numbered tests |
-//! | [`procfs`] | facts from `/proc`: threads, open fds, RSS, state, children |
+//! | [`procfs`] | facts from `/proc`: threads, open fds, RSS, state, children, TCP and UDP queues, what a thread sleeps in |
+//! | [`process`] | the one child-process core under `run`, `server` and `session`: reaping without racing `kill`, killing the tree, describing an exit |
 //! | [`services`] | real PostgreSQL and Redis: a fresh database or key prefix per test, a shared throwaway server when no URL is set |
 //! | [`session`] | drive a running program: read stdout lines with deadlines, inspect it in `/proc` while it waits, answer on stdin |
 //! | [`strace`] | run under `strace` and count system calls by name |
@@ -33,6 +34,7 @@ pub mod data;
 pub mod echo;
 pub mod http;
 pub mod http_suite;
+pub mod process;
 pub mod procfs;
 pub mod report;
 pub mod run;

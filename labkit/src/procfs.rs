@@ -8,8 +8,6 @@
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::run::ExitStatus;
-
 /// A field of `/proc/<pid>/status` in KiB, e.g. `VmRSS`, `VmHWM`.
 pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
     status_field(pid, field)?
@@ -408,36 +406,6 @@ pub fn descendants(pid: u32) -> Vec<u32> {
 pub fn gettid() -> u32 {
     // SAFETY: gettid has no preconditions.
     unsafe { libc::gettid() as u32 }
-}
-
-/// Waits for a child process to exit and reaps it, retrying on EINTR.
-pub(crate) fn wait_for_exit(pid: libc::pid_t) -> ExitStatus {
-    let mut status = 0;
-    loop {
-        // SAFETY: plain wait4 on a pid we spawned, with a valid status pointer
-        // and no rusage.
-        let r = unsafe { libc::wait4(pid, &mut status, 0, std::ptr::null_mut()) };
-        if r == pid {
-            break;
-        }
-        if r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-            continue;
-        }
-        return ExitStatus::default();
-    }
-    if libc::WIFEXITED(status) {
-        ExitStatus {
-            code: Some(libc::WEXITSTATUS(status)),
-            signal: None,
-        }
-    } else if libc::WIFSIGNALED(status) {
-        ExitStatus {
-            code: None,
-            signal: Some(libc::WTERMSIG(status)),
-        }
-    } else {
-        ExitStatus::default()
-    }
 }
 
 /// Raises this process's soft limit on open files to `want` (capped at the

@@ -17,17 +17,22 @@ use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::process::{Process, signal_name};
 use crate::report::{Report, show};
 
 /// The deadline a command gets unless the test sets another.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long a program killed at its deadline gets to be reaped.
+const KILL_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Where a program's standard input comes from.
 #[derive(Debug, Clone)]
@@ -202,18 +207,18 @@ impl Cmd {
         });
 
         let started = Instant::now();
-        let mut child = match command.spawn() {
-            Ok(c) => c,
+        let (process, pipes) = match Process::spawn(&mut command, |_| {}) {
+            Ok(p) => p,
             Err(e) => Report::new(format!("started: {}", self.command_line()))
                 .got(format!("could not start it: {e}"))
                 .hint("does the lab build? try `cargo build` in the lab folder")
                 .fail(),
         };
-        let pid = child.id() as libc::pid_t;
+        let pid = process.pid();
 
         // Feed stdin from its own thread: a program that writes before it has
         // read everything would otherwise deadlock with us.
-        let stdin_thread = match (&self.input, child.stdin.take()) {
+        let stdin_thread = match (&self.input, pipes.stdin) {
             (Input::Bytes(bytes), Some(mut pipe)) => {
                 let bytes = bytes.clone();
                 Some(thread::spawn(move || {
@@ -223,10 +228,9 @@ impl Cmd {
             }
             _ => None,
         };
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take().expect("stderr is piped");
+        let stderr = pipes.stderr.expect("stderr is piped");
         let capture = self.capture;
-        let out_stream = Drained::start(stdout, capture);
+        let out_stream = Drained::start(pipes.stdout, capture);
         let err_stream = Drained::start(Some(stderr), Capture::Keep);
 
         // Sample the peak memory until the program exits.
@@ -236,7 +240,7 @@ impl Cmd {
             let peak = Arc::clone(&peak);
             thread::spawn(move || {
                 loop {
-                    if let Some(kib) = crate::procfs::status_kib(pid as u32, "VmHWM") {
+                    if let Some(kib) = crate::procfs::status_kib(pid, "VmHWM") {
                         peak.fetch_max(kib, Ordering::Relaxed);
                     }
                     match done_rx.recv_timeout(Duration::from_millis(2)) {
@@ -247,26 +251,21 @@ impl Cmd {
             })
         };
 
-        // Wait with a deadline: a waiter thread reaps the child, we wait on
-        // a channel with a timeout and kill the child if it runs over.
-        let (exit_tx, exit_rx) = mpsc::channel();
-        thread::spawn(move || {
-            let _ = exit_tx.send(crate::procfs::wait_for_exit(pid));
-        });
-        let (status, timed_out) = match exit_rx.recv_timeout(self.deadline) {
-            Ok(status) => (status, false),
-            Err(_) => {
-                // SAFETY: kill(2) on our own child, which has not been reaped
-                // yet (the waiter thread has not returned), so the pid is ours.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                (exit_rx.recv().unwrap_or_default(), true)
+        // Wait with the deadline; past it, kill the program (and anything it
+        // started) and take the exit the kill caused.
+        let (status, timed_out) = match process.wait(self.deadline) {
+            Some(status) => (status, false),
+            None => {
+                process.kill_tree();
+                let status = process
+                    .wait(KILL_DEADLINE)
+                    .unwrap_or_else(|| ExitStatus::from_raw(libc::SIGKILL));
+                (status, true)
             }
         };
         let elapsed = started.elapsed();
         let _ = done_tx.send(());
         let _ = sampler.join();
-        // `child` was reaped by wait4 above; dropping it neither waits nor kills.
-        drop(child);
         // The stdin writer is not joined: if a process the program started
         // still holds stdin without reading, it would block forever. It ends
         // on its own when the last reader goes.
@@ -281,8 +280,8 @@ impl Cmd {
 
         Outcome {
             command_line: self.command_line(),
-            code: status.code,
-            signal: status.signal,
+            code: status.code(),
+            signal: status.signal(),
             timed_out,
             deadline: self.deadline,
             stdout: stdout.bytes,
@@ -295,13 +294,6 @@ impl Cmd {
             output_left_open: out_open || err_open,
         }
     }
-}
-
-/// How a process ended, as read by `wait4`.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct ExitStatus {
-    pub code: Option<i32>,
-    pub signal: Option<i32>,
 }
 
 /// A pipe being drained on its own thread into a shared [`Stream`], so the
@@ -521,20 +513,6 @@ impl Outcome {
                 .fail();
         }
         self
-    }
-}
-
-/// The conventional name of a signal number.
-pub fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        libc::SIGABRT => "SIGABRT: abort, e.g. a failed allocation or a double panic",
-        libc::SIGSEGV => "SIGSEGV: invalid memory access",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGINT => "SIGINT",
-        libc::SIGPIPE => "SIGPIPE: wrote to a closed pipe",
-        libc::SIGBUS => "SIGBUS",
-        _ => "signal",
     }
 }
 

@@ -42,12 +42,11 @@
 //!
 //! # Reaping without racing `kill`
 //!
-//! A thread waits for the child with `waitid(WNOWAIT)`, which reports the
-//! exit but leaves the zombie in place, and only then takes the state lock
-//! and reaps it. Signals are sent under the same lock, after checking that no
-//! exit was recorded, so the pid a signal goes to is always still ours: a
-//! reaped pid could be reused by an unrelated process, and `kill` would hit
-//! that one instead.
+//! The process is labkit's one core, [`crate::process`]: it reaps the
+//! server without racing a signal ([`Server::signal`] is the one way a
+//! grader signals its server), and kills it with everything it started.
+//! Its reaper records the exit here too and wakes whoever waits on the
+//! server's state.
 //!
 //! # Knowing that it is dying
 //!
@@ -73,16 +72,19 @@ use std::fmt::Display;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::process::Process;
+pub use crate::process::describe_exit;
+use crate::process::signal_short_name;
 use crate::report::{Report, show};
-use crate::run::{Cmd, signal_name};
+use crate::run::Cmd;
 use crate::wait::{Conn, ParkWatch};
 
 /// How long a server gets to print `listening on <addr>` unless the test
@@ -218,22 +220,32 @@ impl ServerBuilder {
             }
         }
 
-        // A program the test has just written (a wrapper script) can fail
-        // to start with ETXTBSY while another test thread's fork still holds
-        // its write descriptor for an instant; that passes, so retry briefly.
-        let mut spawned = command.spawn();
-        for _ in 0..200 {
-            match &spawned {
-                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
-                    // A back-off between retries, not synchronisation.
-                    std::thread::sleep(Duration::from_millis(1));
-                    spawned = command.spawn();
-                }
-                _ => break,
+        // The state exists before the process so that the reaper's
+        // callback can record the exit in it and wake the waiters; the
+        // pipes are put in as soon as the process has started.
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                exit: None,
+                out: None,
+                err: None,
+                stdout: StdoutLog::default(),
+                stderr: StderrLog::default(),
+            }),
+            changed: Condvar::new(),
+            quoted: AtomicBool::new(false),
+        });
+        let on_exit = {
+            let shared = Arc::clone(&shared);
+            move |status| {
+                let mut st = shared.lock();
+                st.exit = Some(status);
+                st.pump();
+                drop(st);
+                shared.changed.notify_all();
             }
-        }
-        let mut child = match spawned {
-            Ok(c) => c,
+        };
+        let (process, pipes) = match Process::spawn(&mut command, on_exit) {
+            Ok(p) => p,
             Err(e) => {
                 let hint = match self.nofile {
                     Some(n) => format!(
@@ -248,26 +260,18 @@ impl ServerBuilder {
                     .fail()
             }
         };
-        let pid = child.id();
-        let out = child.stdout.take().expect("stdout is piped");
-        let err = child.stderr.take().expect("stderr is piped");
+        let pid = process.pid();
+        let out = pipes.stdout.expect("stdout is piped");
+        let err = pipes.stderr.expect("stderr is piped");
         let (out_fd, err_fd) = (out.as_raw_fd(), err.as_raw_fd());
         // Reads happen under the lock and must never block; see the module docs.
         set_nonblocking(out_fd);
         set_nonblocking(err_fd);
-
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                child,
-                exit: None,
-                out,
-                err,
-                stdout: StdoutLog::default(),
-                stderr: StderrLog::default(),
-            }),
-            changed: Condvar::new(),
-            quoted: AtomicBool::new(false),
-        });
+        {
+            let mut st = shared.lock();
+            st.out = Some(out);
+            st.err = Some(err);
+        }
         for (fd, which) in [(out_fd, Stream::Out), (err_fd, Stream::Err)] {
             let shared = Arc::clone(&shared);
             thread::Builder::new()
@@ -275,18 +279,11 @@ impl ServerBuilder {
                 .spawn(move || drain(&shared, fd, which))
                 .expect("spawn a thread to drain the server's output");
         }
-        {
-            let shared = Arc::clone(&shared);
-            thread::Builder::new()
-                .name(format!("labkit-server-{pid}-reaper"))
-                .spawn(move || reap(&shared, pid as libc::pid_t))
-                .expect("spawn a thread to wait for the server");
-        }
 
         // From here on the `Server` owns the child: a failure below panics,
         // and its drop kills and reaps the process.
         let mut server = Server {
-            view: ServerView { shared, pid },
+            view: ServerView { shared, process },
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             command_line,
         };
@@ -335,7 +332,7 @@ impl Server {
 
     /// The server's process id.
     pub fn pid(&self) -> u32 {
-        self.view.pid
+        self.view.pid()
     }
 
     /// The command line it was started with, as a learner would type it.
@@ -415,7 +412,9 @@ impl Server {
     pub fn report(&self) -> Report {
         let r = Report::new(format!(
             "started: {} (pid {}, listening on {})",
-            self.command_line, self.view.pid, self.addr
+            self.command_line,
+            self.view.pid(),
+            self.addr
         ));
         self.view.quote(r)
     }
@@ -527,26 +526,26 @@ impl Server {
     /// Number of threads of the server now (`/proc/<pid>/status`).
     #[track_caller]
     pub fn threads(&self) -> usize {
-        self.proc_fact("its thread count", crate::procfs::threads(self.view.pid))
+        self.proc_fact("its thread count", crate::procfs::threads(self.view.pid()))
     }
 
     /// Number of open file descriptors of the server now (`/proc/<pid>/fd`).
     #[track_caller]
     pub fn open_fds(&self) -> usize {
-        self.proc_fact("its open files", crate::procfs::open_fds(self.view.pid))
+        self.proc_fact("its open files", crate::procfs::open_fds(self.view.pid()))
     }
 
     /// CPU time (user + system) the server has used so far, in ticks of
     /// [`crate::procfs::TICKS_PER_SECOND`].
     #[track_caller]
     pub fn cpu_ticks(&self) -> u64 {
-        self.proc_fact("its CPU time", crate::procfs::cpu_ticks(self.view.pid))
+        self.proc_fact("its CPU time", crate::procfs::cpu_ticks(self.view.pid()))
     }
 
     /// Resident memory of the server now, in KiB (`VmRSS`).
     #[track_caller]
     pub fn rss_kib(&self) -> u64 {
-        self.proc_fact("its memory use", crate::procfs::rss_kib(self.view.pid))
+        self.proc_fact("its memory use", crate::procfs::rss_kib(self.view.pid()))
     }
 
     /// A `/proc` fact, or a failure saying the server is gone.
@@ -557,7 +556,7 @@ impl Server {
             _ => {
                 let ending = self.view.fate().unwrap_or_else(|| "vanished".into());
                 self.report()
-                    .did(format!("read {what} from /proc/{}", self.view.pid))
+                    .did(format!("read {what} from /proc/{}", self.view.pid()))
                     .expected("the server to be running")
                     .got(format!("the server {ending}"))
                     .hint("read the server's stderr below for why it stopped")
@@ -604,17 +603,16 @@ impl Drop for Server {
 #[derive(Debug, Clone)]
 pub(crate) struct ServerView {
     shared: Arc<Shared>,
-    pid: u32,
+    process: Process,
 }
 
 impl ServerView {
     pub(crate) fn pid(&self) -> u32 {
-        self.pid
+        self.process.pid()
     }
 
     fn is_alive(&self) -> bool {
-        let st = self.shared.lock();
-        st.exit.is_none() && !dying(self.pid)
+        self.process.exit_status().is_none() && !dying(self.pid())
     }
 
     /// `None` while the server runs; otherwise how it ended ("exited with
@@ -636,10 +634,10 @@ impl ServerView {
     /// `EMFILE`, and connections sit unserved in the queue, which from the
     /// outside looks like a server that went quiet.
     pub(crate) fn fd_pressure(&self) -> Option<String> {
-        let limits = std::fs::read_to_string(format!("/proc/{}/limits", self.pid)).ok()?;
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", self.pid())).ok()?;
         let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
         let limit: usize = line.split_whitespace().nth(3)?.parse().ok()?;
-        let open = crate::procfs::open_fds(self.pid)?;
+        let open = crate::procfs::open_fds(self.pid())?;
         (open + 2 >= limit).then(|| {
             format!("with {open} files open, at its limit of {limit} (RLIMIT_NOFILE): accept fails with EMFILE")
         })
@@ -659,33 +657,16 @@ impl ServerView {
     }
 
     /// Sends a signal unless the server has already been reaped; returns
-    /// whether it was sent. See "Reaping without racing `kill`".
+    /// whether it was sent (through [`crate::process`], never racing the reap).
     fn signal(&self, signal: i32) -> bool {
-        let st = self.shared.lock();
-        if st.exit.is_some() {
-            return false;
-        }
-        // SAFETY: kill(2) on our child, which is not reaped (the reaper
-        // needs this lock to reap it), so the pid cannot have been reused.
-        unsafe { libc::kill(self.pid as libc::pid_t, signal) == 0 }
+        self.process.signal(signal)
     }
 
     /// Kills the server and every process it started (a server run under
     /// a wrapper such as `strace -f` is the wrapper's child: killing the
-    /// wrapper alone would leave it running, detached). The descendants
-    /// go first, while the server, their ancestor, is still unreaped.
+    /// wrapper alone would leave it running, detached).
     fn kill_tree(&self) {
-        let st = self.shared.lock();
-        if st.exit.is_some() {
-            return;
-        }
-        for pid in crate::procfs::descendants(self.pid) {
-            // SAFETY: kill(2) takes no pointers. Each pid was read from
-            // /proc as a descendant of our unreaped child just now.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-        }
-        // SAFETY: as in `signal`: our child, not reaped under this lock.
-        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
+        self.process.kill_tree();
     }
 }
 
@@ -762,37 +743,9 @@ impl Server {
     fn startup_report(&self) -> Report {
         self.view.quote(Report::new(format!(
             "started: {} (pid {})",
-            self.command_line, self.view.pid
+            self.command_line,
+            self.view.pid()
         )))
-    }
-}
-
-/// One phrase for how a server ended: "exited with code 3", "exited with
-/// code 101 (a panic)", "was killed by signal 11 (SIGSEGV: ...)".
-pub fn describe_exit(status: ExitStatus, stderr: &str) -> String {
-    match (status.code(), status.signal()) {
-        (Some(101), _) if stderr.contains("panicked at") => {
-            "exited with code 101 (a panic)".to_string()
-        }
-        (Some(c), _) => format!("exited with code {c}"),
-        (None, Some(s)) => format!("was killed by signal {s} ({})", signal_name(s)),
-        (None, None) => "ended in an unknown way".to_string(),
-    }
-}
-
-/// `SIGTERM` rather than `signal 15` in messages.
-fn signal_short_name(signal: i32) -> String {
-    match signal {
-        libc::SIGTERM => "SIGTERM".into(),
-        libc::SIGINT => "SIGINT".into(),
-        libc::SIGKILL => "SIGKILL".into(),
-        libc::SIGHUP => "SIGHUP".into(),
-        libc::SIGQUIT => "SIGQUIT".into(),
-        libc::SIGUSR1 => "SIGUSR1".into(),
-        libc::SIGUSR2 => "SIGUSR2".into(),
-        libc::SIGSTOP => "SIGSTOP".into(),
-        libc::SIGCONT => "SIGCONT".into(),
-        s => format!("signal {s}"),
     }
 }
 
@@ -848,14 +801,13 @@ impl Shared {
 
 #[derive(Debug)]
 struct State {
-    /// Kept to reap the child with `wait` once `waitid` has seen it exit.
-    child: Child,
-    /// How it exited, once reaped.
+    /// How it exited, once reaped (recorded by the reaper's callback).
     exit: Option<ExitStatus>,
     /// The pipes stay open as long as `Shared` lives, so the drain threads
-    /// never poll a closed (and possibly reused) descriptor.
-    out: ChildStdout,
-    err: ChildStderr,
+    /// never poll a closed (and possibly reused) descriptor. `None` only
+    /// for the instant between spawning and putting them here.
+    out: Option<ChildStdout>,
+    err: Option<ChildStderr>,
     stdout: StdoutLog,
     stderr: StderrLog,
 }
@@ -863,10 +815,16 @@ struct State {
 impl State {
     /// Reads whatever the pipes hold right now (they are non-blocking).
     fn pump(&mut self) {
-        if !self.stdout.eof && read_available(&mut self.out, |b| self.stdout.feed(b)) {
+        if let Some(out) = &mut self.out
+            && !self.stdout.eof
+            && read_available(out, |b| self.stdout.feed(b))
+        {
             self.stdout.eof = true;
         }
-        if !self.stderr.eof && read_available(&mut self.err, |b| self.stderr.feed(b)) {
+        if let Some(err) = &mut self.err
+            && !self.stderr.eof
+            && read_available(err, |b| self.stderr.feed(b))
+        {
             self.stderr.eof = true;
         }
     }
@@ -1002,35 +960,6 @@ fn drain(shared: &Shared, fd: RawFd, which: Stream) {
     }
 }
 
-/// The body of the reaper thread; see "Reaping without racing `kill`".
-fn reap(shared: &Shared, pid: libc::pid_t) {
-    loop {
-        // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: waitid on our own child with a valid pointer; WNOWAIT
-        // leaves the child waitable, so the pid stays reserved.
-        let r = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if r == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            break;
-        }
-    }
-    let mut st = shared.lock();
-    // The child has exited, so `wait` returns at once. If something else in
-    // this process reaped it first (it should not), record a plain exit.
-    let status = st.child.wait().unwrap_or_else(|_| ExitStatus::from_raw(0));
-    st.exit = Some(status);
-    st.pump();
-    drop(st);
-    shared.changed.notify_all();
-}
-
 fn set_nonblocking(fd: RawFd) {
     // SAFETY: fcntl on a descriptor we own; no pointers involved.
     unsafe {
@@ -1074,21 +1003,5 @@ mod tests {
         let text = log.text();
         assert!(text.starts_with("line 5\n"), "{text}");
         assert!(text.ends_with("line 204\npart"), "{text}");
-    }
-
-    #[test]
-    fn describes_exits() {
-        assert_eq!(
-            describe_exit(ExitStatus::from_raw(3 << 8), ""),
-            "exited with code 3"
-        );
-        assert_eq!(
-            describe_exit(
-                ExitStatus::from_raw(101 << 8),
-                "thread 'main' panicked at x"
-            ),
-            "exited with code 101 (a panic)"
-        );
-        assert!(describe_exit(ExitStatus::from_raw(libc::SIGKILL), "").contains("signal 9"));
     }
 }

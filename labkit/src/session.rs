@@ -21,12 +21,10 @@
 //!
 //! Stdout is read by a thread that forwards whole lines over a channel, so a
 //! read has a deadline; stderr is drained by another thread and kept for
-//! failure messages ([`Session::report`] quotes both). The exit is recorded
-//! the way [`crate::server`] does it: a thread waits with `waitid(WNOWAIT)`,
-//! which leaves the process unreaped, then reaps it under the state lock;
-//! signals are sent under the same lock only while no exit is recorded, so a
-//! signal never reaches a recycled pid. Dropping a `Session` kills (SIGKILL)
-//! and reaps the program if it still runs.
+//! failure messages ([`Session::report`] quotes both). The process itself
+//! is labkit's one core, [`crate::process`]: its exit is recorded without
+//! racing a signal, and dropping a `Session` kills (SIGKILL) the program and
+//! anything it started, and reaps it.
 //!
 //! Note that processes the program forks inherit its stdout: the test sees
 //! the end of stdout only when they have all exited or closed it.
@@ -35,11 +33,12 @@ use std::ffi::OsStr;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::process::{ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::process::{Process, signal_name};
 use crate::report::Report;
 use crate::run::Cmd;
 
@@ -48,25 +47,6 @@ const DROP_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The most stderr kept for messages (the newest bytes).
 const STDERR_KEEP: usize = 64 * 1024;
-
-/// What the reaper thread records; see the module docs.
-#[derive(Debug)]
-struct State {
-    child: Child,
-    exit: Option<ExitStatus>,
-}
-
-#[derive(Debug)]
-struct Shared {
-    state: Mutex<State>,
-    exited: Condvar,
-}
-
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 /// A running program; see the module docs.
 #[derive(Debug)]
@@ -80,7 +60,7 @@ pub struct Session {
     /// Every line read so far, for messages.
     seen: Vec<String>,
     stderr: Arc<Mutex<Vec<u8>>>,
-    shared: Arc<Shared>,
+    process: Process,
 }
 
 impl Session {
@@ -97,23 +77,23 @@ impl Session {
             .map(|a| a.as_ref().to_os_string())
             .collect();
         let command_line = Cmd::new(program.as_ref()).args(&args).command_line();
-        let mut child = match Command::new(program.as_ref())
+        let mut command = Command::new(program.as_ref());
+        command
             .args(&args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-        {
-            Ok(c) => c,
+            .stderr(Stdio::piped());
+        let (process, pipes) = match Process::spawn(&mut command, |_| {}) {
+            Ok(p) => p,
             Err(e) => Report::new(format!("started: {command_line}"))
                 .got(format!("could not start it: {e}"))
                 .hint("does the lab build? try `cargo build` in the lab folder")
                 .fail(),
         };
-        let pid = child.id();
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut stderr_pipe = child.stderr.take().expect("stderr is piped");
+        let pid = process.pid();
+        let stdin = pipes.stdin;
+        let stdout = pipes.stdout.expect("stdout is piped");
+        let mut stderr_pipe = pipes.stderr.expect("stderr is piped");
 
         let (tx, lines) = mpsc::channel();
         thread::Builder::new()
@@ -154,18 +134,6 @@ impl Session {
                 .expect("spawn a thread to drain the program's stderr");
         }
 
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State { child, exit: None }),
-            exited: Condvar::new(),
-        });
-        {
-            let shared = Arc::clone(&shared);
-            thread::Builder::new()
-                .name(format!("labkit-session-{pid}-reaper"))
-                .spawn(move || reap(&shared, pid as libc::pid_t))
-                .expect("spawn a thread to wait for the program");
-        }
-
         Session {
             command_line,
             pid,
@@ -173,7 +141,7 @@ impl Session {
             lines,
             seen: Vec::new(),
             stderr,
-            shared,
+            process,
         }
     }
 
@@ -289,27 +257,13 @@ impl Session {
 
     /// How the program ended, if it has (without waiting).
     pub fn exit_status(&self) -> Option<ExitStatus> {
-        self.shared.lock().exit
+        self.process.exit_status()
     }
 
     /// Waits up to `deadline` for the program to exit; `None` if it is still
     /// running then (it is not killed: dropping the session does that).
     pub fn wait(&self, deadline: Duration) -> Option<ExitStatus> {
-        let until = Instant::now() + deadline;
-        let mut st = self.shared.lock();
-        while st.exit.is_none() {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            st = self
-                .shared
-                .exited
-                .wait_timeout(st, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        st.exit
+        self.process.wait(deadline)
     }
 
     /// The program's stderr so far (the newest 64 KiB at most).
@@ -330,21 +284,9 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.stdin = None;
-        {
-            let st = self.shared.lock();
-            if st.exit.is_none() {
-                // The program's own children first (a program that forks
-                // must not leave them running), while it is unreaped.
-                for pid in crate::procfs::descendants(self.pid) {
-                    // SAFETY: kill(2) takes no pointers; each pid was read
-                    // from /proc as a descendant of our unreaped child.
-                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-                }
-                // SAFETY: kill(2) on our child, not yet reaped (the reaper
-                // needs this lock to reap it), so the pid cannot be reused.
-                unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
-            }
-        }
+        // The program's own children too: a program that forks must not
+        // leave them running.
+        self.process.kill_tree();
         let _ = self.wait(DROP_DEADLINE);
     }
 }
@@ -353,36 +295,9 @@ impl Drop for Session {
 pub fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(c), _) => format!("exit code {c}"),
-        (None, Some(s)) => format!("killed by signal {s} ({})", crate::run::signal_name(s)),
+        (None, Some(s)) => format!("killed by signal {s} ({})", signal_name(s)),
         (None, None) => "an unknown ending".to_string(),
     }
-}
-
-/// Waits for the child to exit without reaping it, then reaps it under the
-/// lock; see the module docs.
-fn reap(shared: &Shared, pid: libc::pid_t) {
-    loop {
-        // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: waitid on our own child with a valid pointer; WNOWAIT
-        // leaves the child waitable, so the pid stays reserved.
-        let r = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if r == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            break;
-        }
-    }
-    let mut st = shared.lock();
-    let status = st.child.wait().unwrap_or_else(|_| ExitStatus::from_raw(0));
-    st.exit = Some(status);
-    drop(st);
-    shared.exited.notify_all();
 }
 
 #[cfg(test)]
