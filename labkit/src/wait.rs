@@ -24,7 +24,8 @@
 //!   `/proc/net/tcp`, Recv-Q in `ss`), the same number throughout; when the
 //!   waiting connection holds none, another connection of the test's
 //!   server that does counts (a chat: the receiver waits for a line the
-//!   server never read from its sender);
+//!   server never read from its sender); a connection still in the listen
+//!   queue counts with nothing sent (a silent client waiting to be closed);
 //! - no thread of the server is running or waiting for a CPU (state `R`)
 //!   or for the disk (`D`);
 //! - no thread sleeps with a timeout that will wake it soon (an
@@ -210,6 +211,9 @@ impl Parked {
                 "the server never accepted the connection that sent what this client is waiting for: it has waited {secs:.1} s in the listen queue with the {} bytes sent still unread (ss -tn shows Recv-Q {}), and {threads} did not run at all",
                 self.unread, self.unread
             ),
+            _ if !self.accepted && self.unread == 0 => format!(
+                "the server never accepted this connection: it has waited {secs:.1} s in the listen queue (ss -tln shows it in the Recv-Q of the listener), and {threads} did not run at all"
+            ),
             _ if !self.accepted => format!(
                 "the server never accepted this connection: it has waited {secs:.1} s in the listen queue with the {} bytes sent still unread (ss -tn shows Recv-Q {}), and {threads} did not run at all",
                 self.unread, self.unread
@@ -334,7 +338,10 @@ impl ParkWatch {
         let (unread, accepted, elsewhere) = match self.conn {
             Conn::Tcp { server, client } => {
                 let s = procfs::tcp_connection(server, client)?;
-                if s.rx_queue > 0 {
+                // Not accepted counts even with nothing sent: a silent
+                // client waiting to be closed (a handshake timeout) waits
+                // on a server that has not taken the connection at all.
+                if s.rx_queue > 0 || s.inode == 0 {
                     (s.rx_queue, s.inode != 0, false)
                 } else {
                     let (unread, accepted) = any(server)?;
@@ -358,7 +365,7 @@ impl ParkWatch {
                 (s.rx_queue, true, false)
             }
         };
-        (unread > 0).then_some(Sample {
+        (unread > 0 || (!accepted && !elsewhere)).then_some(Sample {
             unread,
             accepted,
             elsewhere,

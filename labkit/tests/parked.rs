@@ -207,3 +207,17 @@ fn test_11_a_receiver_waiting_on_another_clients_unread_line_fails_fast() {
         "has not read the 16 bytes another client of this test sent",
     );
 }
+
+// A silent client waiting to be closed (a handshake timeout) on a server that never accepted
+// it: nothing was sent, but the connection sits in the listen queue, and the test fails fast.
+#[test]
+fn test_12_a_silent_client_never_accepted_fails_fast() {
+    let server = fixture("park");
+    let mut c = Client::connect_to(&server);
+    let (text, took) = failure(|| {
+        c.expect_closed();
+    });
+    assert_fast(took);
+    assert_contains(&text, "never accepted this connection");
+    assert_contains(&text, "Recv-Q of the listener");
+}
