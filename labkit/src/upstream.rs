@@ -28,7 +28,8 @@
 //! released (requests in flight, for least-connections). [`Upstream::stop`]
 //! closes the port and every connection; [`Upstream::restart`] opens the
 //! same port again. For streaming, [`Upstream::respond_in_two_parts`] sends
-//! a response body's second part only when the test opens a [`Gate`], and
+//! a response body's second part only when the test opens a [`Gate`] (or
+//! breaks the response off mid-body when the test fails it), and
 //! [`Upstream::wait_for_body_bytes`] sees a request body arrive before it
 //! is complete.
 //!
@@ -113,12 +114,27 @@ impl Recorded {
 /// Opens the second part of a [`Upstream::respond_in_two_parts`] response.
 /// Dropping it unopened ends the body without the second part.
 #[derive(Debug)]
-pub struct Gate(watch::Sender<bool>);
+pub struct Gate(watch::Sender<GateState>);
+
+/// Where a [`Gate`] stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GateState {
+    Shut,
+    Open,
+    Fail,
+}
 
 impl Gate {
     /// Lets the second part go.
     pub fn open(&self) {
-        let _ = self.0.send(true);
+        let _ = self.0.send(GateState::Open);
+    }
+
+    /// Breaks the response off instead: the upstream closes the connection
+    /// mid-body, without the second part and without the chunked body's
+    /// last (empty) chunk, as an upstream that crashes mid-response does.
+    pub fn fail(&self) {
+        let _ = self.0.send(GateState::Fail);
     }
 }
 
@@ -126,7 +142,7 @@ impl Gate {
 type Fixed = (u16, Vec<(String, String)>, Vec<u8>);
 
 /// The next body in two parts, and the gate between them.
-type TwoParts = (Vec<u8>, Vec<u8>, watch::Receiver<bool>);
+type TwoParts = (Vec<u8>, Vec<u8>, watch::Receiver<GateState>);
 
 struct State {
     requests: Vec<Recorded>,
@@ -331,7 +347,7 @@ impl Upstream {
     /// The next response's body goes out in two parts: `first` at once,
     /// `second` when the returned gate opens.
     pub fn respond_in_two_parts(&self, first: Vec<u8>, second: Vec<u8>) -> Gate {
-        let (tx, rx) = watch::channel(false);
+        let (tx, rx) = watch::channel(GateState::Shut);
         self.shared
             .update(|s| s.two_parts = Some((first, second, rx)));
         Gate(tx)
@@ -461,7 +477,20 @@ fn describe(s: &State) -> String {
     out
 }
 
-type Body = BoxBody<Bytes, Infallible>;
+type Body = BoxBody<Bytes, BrokenOff>;
+
+/// The error a [`Gate::fail`]ed body ends with: hyper closes the
+/// connection mid-body when a response body fails.
+#[derive(Debug)]
+struct BrokenOff;
+
+impl std::fmt::Display for BrokenOff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("response broken off mid-body, as the test asked")
+    }
+}
+
+impl std::error::Error for BrokenOff {}
 
 /// Counts a request in flight until dropped, however the request ends.
 struct InFlight(Arc<Shared>);
@@ -560,15 +589,26 @@ async fn handle(
     };
 
     // A streamed body: the first part now, the second once the gate opens.
-    let (tx, rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(2);
+    let (tx, rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, BrokenOff>>(2);
     tokio::spawn(async move {
         let mut tx = tx;
         use futures::SinkExt;
         if tx.send(Ok(Frame::data(Bytes::from(first)))).await.is_err() {
             return;
         }
-        if gate.wait_for(|open| *open).await.is_ok() {
-            let _ = tx.send(Ok(Frame::data(Bytes::from(second)))).await;
+        let state = gate
+            .wait_for(|state| *state != GateState::Shut)
+            .await
+            .map(|state| *state);
+        match state {
+            Ok(GateState::Open) => {
+                let _ = tx.send(Ok(Frame::data(Bytes::from(second)))).await;
+            }
+            Ok(_) => {
+                let _ = tx.send(Err(BrokenOff)).await;
+            }
+            // The gate was dropped unopened: the body ends here, cleanly.
+            Err(_) => {}
         }
     });
     let mut response = Response::new(BoxBody::new(StreamBody::new(rx)));
@@ -583,7 +623,8 @@ fn fixed(
     body: Vec<u8>,
     name: &str,
 ) -> Response<Body> {
-    let mut response = Response::new(BoxBody::new(Full::new(Bytes::from(body))));
+    let full = Full::new(Bytes::from(body)).map_err(|never: Infallible| match never {});
+    let mut response = Response::new(BoxBody::new(full));
     *response.status_mut() = status;
     if !headers
         .iter()
@@ -692,6 +733,26 @@ mod tests {
         gate.open();
         c.expect_bytes(b"6\r\nsecond\r\n0\r\n\r\n");
         assert_eq!(up.wait_for_requests(1)[0].body, b"1234567890");
+    }
+
+    #[test]
+    fn a_failed_gate_breaks_the_response_off_mid_body() {
+        let up = Upstream::start("f");
+        let gate = up.respond_in_two_parts(b"first".to_vec(), b"second".to_vec());
+        let mut c = Client::connect(up.addr());
+        c.send(&http::request("GET", "/", &[], b""));
+        let head = c.read_framed("a head", "", |b, _| {
+            b.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+        });
+        assert!(String::from_utf8_lossy(&head).contains("chunked"));
+        c.expect_bytes(b"5\r\nfirst\r\n");
+        gate.fail();
+        let rest = c.read_until_closed();
+        assert!(rest.is_empty(), "{rest:?}");
+        // The upstream goes on serving.
+        let mut c = Client::connect(up.addr());
+        c.send(&http::request("GET", "/", &[], b""));
+        assert_eq!(http::read_response(&mut c).status, 200);
     }
 
     #[test]

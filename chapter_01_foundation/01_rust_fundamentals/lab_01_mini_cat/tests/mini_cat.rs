@@ -652,3 +652,52 @@ fn test_16_stops_quietly_when_stdout_is_closed() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Limits
+// ---------------------------------------------------------------------------
+
+// PATTERN at its limits: as long as the line (matches), one byte longer than
+// the line or than an empty line (no match, no panic), at the very end of a
+// line and of an unterminated last line (matches).
+#[test]
+fn test_17_matches_a_pattern_at_the_edges_of_a_line() {
+    let dir = Dir::new();
+    let setup = dir.file("edges.txt", b"abc\nab\nabcd\n\nzabc\nxyabc");
+    expect_prints(
+        &setup,
+        dir.cmd(&["edges.txt", "abc", "-n"]),
+        b"     1\tabc\n     3\tabcd\n     5\tzabc\n     6\txyabc",
+        "PATTERN matches when it is the whole line, and when it ends where the line ends (a search loop over 0..len - pattern_len misses the last position, and underflows on a line shorter than the pattern)",
+    );
+}
+
+// -n at the width limit: line numbers up to 999999 fill the 6 columns, and
+// from 1000000 on they are printed in full (7 digits), never cut or panicking.
+#[test]
+fn test_18_numbers_wider_than_six_columns_are_printed_in_full() {
+    let dir = Dir::new();
+    let marked = [9, 10, 99_999, 100_000, 999_999, 1_000_000, 1_000_001];
+    let mut text = Vec::with_capacity(1_100_000);
+    let mut expected = Vec::new();
+    for n in 1..=1_000_001u32 {
+        if marked.contains(&n) {
+            writeln!(text, "x{n}").unwrap();
+            writeln!(expected, "{n:>6}\tx{n}").unwrap();
+        } else {
+            text.push(b'\n');
+        }
+    }
+    fs::write(dir.path().join("long.txt"), &text).expect("write a test input file");
+    let setup = format!(
+        "wrote long.txt ({} bytes): 1000001 lines, empty except lines {marked:?}, which read \"x<n>\"",
+        text.len()
+    );
+    expect_prints(
+        &setup,
+        dir.cmd(&["long.txt", "x", "-n"])
+            .deadline(Duration::from_secs(30)),
+        &expected,
+        "the number is format!(\"{n:>6}\\t\"): right-aligned in at least 6 columns; 1000000 has 7 digits and is printed whole (does your padding compute 6 - digits, which underflows?)",
+    );
+}

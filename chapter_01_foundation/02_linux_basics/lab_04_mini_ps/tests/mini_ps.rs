@@ -740,3 +740,73 @@ fn test_10_lists_processes_while_others_come_and_go() {
         }
     }
 }
+
+// A process that vanishes after its first files were read (only `status`, or
+// only `cmdline`, fails, with ENOENT or ESRCH), or whose `stat` cannot be read
+// (EACCES), is skipped too: no row made up from half of its files, and the
+// scan goes on.
+#[test]
+fn test_11_skips_a_process_that_vanishes_between_its_files() {
+    let doomed = Fixture::sleeper();
+    let other = Fixture::sleeper();
+    let listing = list(&[]);
+    listing.expect_row(doomed.pid, "a sleeping child");
+    listing.expect_row(other.pid, "another sleeping child");
+    for (file, errno) in [
+        ("cmdline", "ENOENT"),
+        ("status", "ESRCH"),
+        ("cmdline", "ESRCH"),
+        ("stat", "EACCES"),
+    ] {
+        let traced = Strace::new(Cmd::new(BIN))
+            .option("-a0")
+            .option("--trace=openat,open")
+            .option(format!("--inject=openat,open:error={errno}"))
+            .option(format!("--trace-path=/proc/{}/{file}", doomed.pid))
+            .run();
+        let how = format!(
+            "made only the open of /proc/{}/{file} fail with {errno} (strace --inject), as if pid {} exited after its other files were read",
+            doomed.pid, doomed.pid
+        );
+        let trace_tail = traced.tail(6);
+        let outcome = traced.outcome;
+        if outcome.code != Some(0) || outcome.timed_out {
+            outcome
+                .report()
+                .did(&how)
+                .quote("strace", &trace_tail)
+                .expected("exit code 0: a process whose files cannot be read is skipped, whichever file fails and however")
+                .got(outcome.ending())
+                .hint(if errno == "EACCES" {
+                    "one process you may not read is no reason to stop the whole listing: skip it (a note on stderr is fine) and go on"
+                } else if errno == "ESRCH" {
+                    "ESRCH (\"No such process\", raw OS error 3) also means the process is gone: do you treat only ErrorKind::NotFound as gone?"
+                } else {
+                    "every file of a process can fail, not only the first you read: is an error on a later one unwrapped?"
+                })
+                .fail();
+        }
+        let listing = parse_listing(outcome);
+        if let Some(row) = listing.row(doomed.pid) {
+            listing
+                .report()
+                .did(&how)
+                .expected(format!(
+                    "no line for pid {}: one of its files could not be read",
+                    doomed.pid
+                ))
+                .got(show(&row.line))
+                .hint(format!("an error reading {file} means the process is gone: skip it, rather than printing a row with a default for the missing file (an empty cmdline is not the same as an unreadable one)"))
+                .fail();
+        }
+        let row = listing.expect_row(other.pid, "the other sleeping child");
+        expect_fields(
+            &listing,
+            row,
+            "the other sleeping child",
+            "S",
+            1,
+            &other.command,
+        );
+    }
+}

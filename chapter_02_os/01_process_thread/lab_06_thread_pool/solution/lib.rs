@@ -128,18 +128,27 @@ impl ThreadPool {
     }
 
     /// Stops accepting jobs, waits until every job already queued has run,
-    /// then waits for every worker to exit. Calling it again does nothing.
+    /// then waits for every worker to exit. A call made on another thread
+    /// while a first one is still waiting also waits until the pool has
+    /// stopped; once it has, calling it again does nothing.
     ///
     /// Must not be called from inside a job of this pool: the worker running
     /// that job would wait for itself.
     pub fn shutdown(&self) {
+        // The workers' lock is taken first and held through the joins, so
+        // that a second `shutdown` on another thread waits
+        // here until the first one has joined every worker: whichever call
+        // returns, the pool is fully stopped. Taking the handles out and
+        // unlocking would let a concurrent caller find an empty list and
+        // return while jobs still run. Jobs never touch this lock (only
+        // `execute`, which locks `sender`), so holding it cannot deadlock.
+        let mut workers = lock(&self.workers);
         // Dropping the only sender closes the queue: workers drain what is
-        // left, then their `recv` fails and they exit. The lock is released
-        // at the end of this statement, so concurrent `execute` calls are
-        // not kept waiting during the joins below.
+        // left, then their `recv` fails and they exit. The sender's lock is
+        // released at the end of this statement, so concurrent `execute`
+        // calls are not kept waiting during the joins below.
         drop(lock(&self.sender).take());
-        let workers = std::mem::take(&mut *lock(&self.workers));
-        for worker in workers {
+        for worker in workers.drain(..) {
             // A worker never panics (jobs' panics are caught), so a join
             // error would be a bug in the pool itself; nothing to do then.
             let _ = worker.join();

@@ -72,6 +72,7 @@ impl ThreadPool {
     }
 
     /// Queues `job` to run on one of the workers, and returns at once.
+    /// Jobs start in the order they were queued, as workers become free.
     ///
     /// Returns `Err(PoolError::ShutDown)`, without running the job, once
     /// [`ThreadPool::shutdown`] has been called.
@@ -83,7 +84,9 @@ impl ThreadPool {
     }
 
     /// Stops accepting jobs, waits until every queued job has run, then
-    /// until every worker has exited. Calling it again does nothing.
+    /// until every worker has exited. A call made on another thread while
+    /// a first one is still waiting also waits until the pool has stopped;
+    /// once it has, calling it again does nothing.
     pub fn shutdown(&self) {
         todo!("close the queue, then join the workers")
     }

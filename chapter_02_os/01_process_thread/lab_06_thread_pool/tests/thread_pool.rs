@@ -563,3 +563,160 @@ fn test_09_a_pool_of_zero_threads_is_refused() {
         drop(ThreadPool::new(0));
     });
 }
+
+// A pool of one thread is valid, and runs its jobs one after another in the
+// order they were queued, also past a job that panics.
+#[test]
+fn test_10_a_pool_of_one_runs_jobs_in_queue_order() {
+    run(
+        "ThreadPool::new(1), a blocking job, then 40 jobs recording their order",
+        || {
+            let pool = match catch_unwind(|| ThreadPool::new(1)) {
+                Ok(pool) => Guarded(ManuallyDrop::new(Arc::new(pool))),
+                Err(p) => {
+                    let msg = labkit::wait::panic_message(&*p);
+                    Report::new("called ThreadPool::new(1)")
+                        .expected("a pool with one worker: only 0 threads is refused")
+                        .got(format!("a panic: {msg}"))
+                        .hint(if msg.contains("at least one") {
+                            "is the check for a pool that is too small `n > 0` (or `n >= 1`), not `n > 1`?"
+                        } else {
+                            "new(1) must start one worker; read the panic message above"
+                        })
+                        .fail()
+                }
+            };
+            let (opener, gate) = gate();
+            let (started_tx, started_rx) = mpsc::channel();
+            let order: Arc<Mutex<Vec<usize>>> = Arc::default();
+            {
+                let order = Arc::clone(&order);
+                submit(&pool, "blocking job 0", move || {
+                    let _ = started_tx.send(());
+                    gate.wait();
+                    order.lock().unwrap().push(0);
+                });
+            }
+            expect_messages(&started_rx, 1, |_| {
+                Report::new("queued one blocking job on ThreadPool::new(1)")
+                    .expected(format!("it to start within {EVENT:?}"))
+                    .got("it did not start")
+                    .hint("does new(1) start one worker that takes jobs from the queue?")
+            });
+            // Queued while the only worker is busy, so they wait in the queue
+            // together; job 20 panics after recording itself.
+            for i in 1..=40 {
+                let order = Arc::clone(&order);
+                submit(&pool, &format!("job {i}"), move || {
+                    order.lock().unwrap_or_else(|e| e.into_inner()).push(i);
+                    if i == 20 {
+                        panic!("[test] job 20 panics on purpose (test_10)");
+                    }
+                });
+            }
+            opener.open();
+            pool.shutdown();
+            let order = order.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let expected: Vec<usize> = (0..=40).collect();
+            if order != expected {
+                Report::new("ThreadPool::new(1): queued a blocking job 0, then jobs 1..=40 behind it (job 20 panics), released job 0, called shutdown()")
+                    .expected(format!("the jobs to have run one by one in queue order: {expected:?}"))
+                    .got(format!("{order:?}"))
+                    .hint(if order.len() < expected.len() {
+                        "are all queued jobs run before shutdown returns, and does the worker go on after job 20 panics?"
+                    } else {
+                        "is the queue first in, first out? A worker that takes several jobs at once must still run them oldest first"
+                    })
+                    .fail();
+            }
+        },
+    );
+}
+
+// Two shutdown() calls racing on two threads: neither returns while jobs are
+// still running or queued, and both return once they are done.
+#[test]
+fn test_11_a_concurrent_second_shutdown_also_waits() {
+    run(
+        "ThreadPool::new(2) with jobs blocked, shutdown() on two threads",
+        || {
+            let pool = Guarded::new(2);
+            let (opener, gate) = gate();
+            let (started_tx, started_rx) = mpsc::channel();
+            let done = Arc::new(AtomicUsize::new(0));
+            for i in 0..2 {
+                let (gate, started_tx, done) =
+                    (gate.clone(), started_tx.clone(), Arc::clone(&done));
+                submit(&pool, &format!("blocking job {i}"), move || {
+                    let _ = started_tx.send(());
+                    gate.wait();
+                    done.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+            expect_messages(&started_rx, 2, |n| {
+                Report::new("queued 2 blocking jobs on ThreadPool::new(2)")
+                    .expected(format!("both to start within {EVENT:?}"))
+                    .got(format!("{n} started"))
+            });
+            for i in 0..10 {
+                let done = Arc::clone(&done);
+                submit(&pool, &format!("queued job {i}"), move || {
+                    done.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+            // Each shutdown thread reports who it is and how many jobs had
+            // finished when its call returned.
+            let (returned_tx, returned_rx) = mpsc::channel::<(&str, usize)>();
+            let spawn_shutdown = |who: &'static str| {
+                let (pool, done, tx) =
+                    (Arc::clone(&pool.0), Arc::clone(&done), returned_tx.clone());
+                let (calling_tx, calling_rx) = mpsc::channel();
+                thread::spawn(move || {
+                    let _ = calling_tx.send(());
+                    pool.shutdown();
+                    let _ = tx.send((who, done.load(Ordering::SeqCst)));
+                });
+                let _ = calling_rx.recv_timeout(EVENT);
+            };
+            spawn_shutdown("the first shutdown()");
+            // The first call has begun once the pool refuses jobs; there is no
+            // event for that, so poll execute (probes queued before that
+            // are harmless no-ops).
+            let closed = labkit::wait::settle(EVENT, || pool.execute(|| ()).is_err(), |c| c);
+            if closed.is_err() {
+                Report::new("ThreadPool::new(2) with 2 blocked jobs and 10 queued: called shutdown() on another thread, then execute() repeatedly")
+                    .expected(format!("execute to return Err(PoolError::ShutDown) within {EVENT:?}: shutdown stops accepting jobs before it waits"))
+                    .got("execute kept returning Ok(())")
+                    .hint("does shutdown close the queue (drop the sender) first, and only then join the workers?")
+                    .fail();
+            }
+            spawn_shutdown("the second shutdown()");
+            let setup = "ThreadPool::new(2) running 2 blocked jobs with 10 more queued; called shutdown() on one thread, then, while it waited, shutdown() on a second thread";
+            if let Ok((who, finished)) = returned_rx.recv_timeout(QUIET) {
+                Report::new(setup)
+                    .expected("neither call to return while jobs are still running or queued")
+                    .got(format!("{who} returned after {finished} of 12 jobs had finished"))
+                    .hint("does a second shutdown() find the workers already taken by the first and return at once? It must wait until the first has joined them (hold the lock on the workers while joining)")
+                    .fail();
+            }
+            opener.open();
+            for _ in 0..2 {
+                match returned_rx.recv_timeout(EVENT) {
+                    Ok((_, 12)) => {}
+                    Ok((who, finished)) => Report::new(setup)
+                        .did("released the 2 blocked jobs")
+                        .expected("each shutdown() to return with all 12 jobs finished")
+                        .got(format!("{who} returned after {finished} of 12"))
+                        .hint("whichever call returns, every queued job must have run")
+                        .fail(),
+                    Err(_) => Report::new(setup)
+                        .did("released the 2 blocked jobs")
+                        .expected(format!("both shutdown() calls to return within {EVENT:?}"))
+                        .got(format!("at least one had not; {} of 12 jobs had finished", done.load(Ordering::SeqCst)))
+                        .hint("does the second call wait for something the first never signals, or a lock the first never releases?")
+                        .fail(),
+                }
+            }
+        },
+    );
+}

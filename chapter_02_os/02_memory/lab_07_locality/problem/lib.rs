@@ -69,6 +69,11 @@ pub struct Matrix {
 
 impl Matrix {
     /// A `rows x cols` matrix of zeros. Either dimension may be 0.
+    ///
+    /// # Panics
+    ///
+    /// If `rows * cols` overflows `usize`, with a message containing
+    /// `overflow` (never a wrapped, too small matrix).
     pub fn new(rows: usize, cols: usize) -> Matrix {
         todo!("build the struct")
     }

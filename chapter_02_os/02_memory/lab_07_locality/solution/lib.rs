@@ -58,6 +58,11 @@ pub struct Matrix {
 
 impl Matrix {
     /// A `rows x cols` matrix of zeros. Either dimension may be 0.
+    ///
+    /// # Panics
+    ///
+    /// If `rows * cols` overflows `usize`, with a message containing
+    /// `overflow` (never a wrapped, too small matrix).
     pub fn new(rows: usize, cols: usize) -> Matrix {
         // `checked_mul` so an absurd shape panics here with a clear message
         // instead of wrapping into a small allocation.

@@ -876,3 +876,37 @@ fn test_17_index_list_rejects_a_placement_that_is_not_a_permutation() {
         || IndexList::with_placement(&[1, 2, 3], &[0, 2, 0]).len(),
     );
 }
+
+// A shape whose cell count overflows usize is refused with a panic, never
+// wrapped into a tiny matrix that claims huge dimensions; empty shapes with a
+// huge other dimension still work.
+#[test]
+fn test_18_matrix_new_rejects_a_shape_whose_size_overflows() {
+    let half = usize::MAX / 2 + 1;
+    let hint = "rows * cols wraps to 0 here: compute the cell count with checked_mul and panic with a message containing \"overflow\" when it is None";
+    check_panics(
+        &format!("Matrix::new({half}, 2)"),
+        "overflow",
+        hint,
+        move || Matrix::new(half, 2),
+    );
+    check_panics(
+        &format!("Matrix::new(2, {half})"),
+        "overflow",
+        hint,
+        move || Matrix::new(2, half),
+    );
+    for (rows, cols) in [(1, 0), (0, usize::MAX)] {
+        let what = format!("Matrix::new({rows}, {cols})");
+        let (r, c, cells) = call(&what, move || {
+            let m = Matrix::new(rows, cols);
+            (m.rows(), m.cols(), m.as_slice().len())
+        });
+        check_eq(
+            &format!("called {what}, then rows(), cols(), as_slice().len()"),
+            (rows, cols, 0),
+            (r, c, cells),
+            "a shape with a 0 dimension has no cells, whatever the other dimension: 0 * anything does not overflow",
+        );
+    }
+}

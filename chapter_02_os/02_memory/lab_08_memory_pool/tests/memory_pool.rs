@@ -874,3 +874,125 @@ fn test_11_zero_sized_values_work() {
         );
     });
 }
+
+thread_local! {
+    /// What a `Reentrant` value saw of its pool from inside its own `Drop`:
+    /// `(len(), available(), whether a try_alloc was refused)`.
+    static SEEN_IN_DROP: Cell<Option<(usize, usize, Option<bool>)>> = const { Cell::new(None) };
+}
+
+/// A value that holds an `Rc` of its own pool and, when dropped, looks at
+/// the pool and tries to allocate from it, as a node returning a child to a
+/// free list might.
+struct Reentrant {
+    pool: Option<std::rc::Rc<Pool<Reentrant>>>,
+}
+
+impl Drop for Reentrant {
+    fn drop(&mut self) {
+        let Some(pool) = self.pool.take() else {
+            return;
+        };
+        let (len, available) = (pool.len(), pool.available());
+        // Only try to allocate when the pool says it is full: a pool that
+        // already gave this slot back would hand out memory still being
+        // dropped.
+        let refused = (available == 0).then(|| match pool.try_alloc(Reentrant { pool: None }) {
+            Ok(h) => {
+                std::mem::forget(h);
+                false
+            }
+            Err(_) => true,
+        });
+        SEEN_IN_DROP.with(|s| s.set(Some((len, available, refused))));
+    }
+}
+
+// While a value is being dropped its slot is still taken: a value's Drop
+// that uses the pool sees it full and cannot be handed its own slot; the
+// slot is free once the drop has returned.
+#[test]
+fn test_12_a_value_is_dropped_before_its_slot_is_freed() {
+    scenario(
+        "Pool::<Reentrant>::with_capacity(1), a value whose Drop uses the pool",
+        || {
+            let what = "Pool::<Reentrant>::with_capacity(1)";
+            let pool = std::rc::Rc::new(Pool::<Reentrant>::with_capacity(1));
+            let h = alloc(
+                what,
+                &pool,
+                Reentrant {
+                    pool: Some(std::rc::Rc::clone(&pool)),
+                },
+            );
+            drop(h);
+            let seen = SEEN_IN_DROP.with(Cell::get);
+            let step = format!(
+                "called {what}, allocated a value that holds an Rc of the pool, dropped its handle; inside the value's Drop, read len() and available() and, if full, called try_alloc"
+            );
+            match seen {
+                None => Report::new(&step)
+                    .expected("the value's Drop to run when its handle is dropped")
+                    .got("it did not run")
+                    .hint("Drop for Handle must drop the value in the slot (drop_in_place)")
+                    .fail(),
+                Some((1, 0, Some(true))) => {}
+                Some((len, available, refused)) => Report::new(&step)
+                    .expected("len() == 1, available() == 0 and try_alloc refused: the slot is still taken while its value is being dropped")
+                    .got(format!(
+                        "len() == {len}, available() == {available}{}",
+                        match refused {
+                            Some(false) => ", and try_alloc was given a slot",
+                            _ => "",
+                        }
+                    ))
+                    .hint("does Drop for Handle give the slot back before dropping the value? Drop the value first, then free the slot: otherwise the value's own Drop can be handed the memory it is still in")
+                    .fail(),
+            }
+            check_counts(&format!("{step}; after the drop returned"), &pool, 1, 0);
+            drop(alloc(
+                &format!("{what}, after the value's drop returned, try_alloc"),
+                &pool,
+                Reentrant { pool: None },
+            ));
+        },
+    );
+}
+
+// into_inner on the last handle of a dropped pool frees the storage at once:
+// the handle's reference to the storage is released, not forgotten.
+#[test]
+fn test_13_into_inner_on_the_last_handle_frees_the_storage() {
+    scenario(
+        "Pool::<Tracked>::with_capacity(4), one handle, drop the pool, into_inner",
+        || {
+            DROPS.with(|d| d.borrow_mut().resize(16, 0)); // so counting drops allocates nothing
+            let what = "Pool::<Tracked>::with_capacity(4)";
+            let (_, before) = heap();
+            let pool = Pool::<Tracked>::with_capacity(4);
+            let h = alloc(what, &pool, Tracked::new(5));
+            drop(pool);
+            let value = Handle::into_inner(h);
+            let (_, after) = heap();
+            check_eq(
+                "built a pool, allocated one value, dropped the Pool, called into_inner on the one handle: heap bytes still held by this thread",
+                0,
+                after - before,
+                "into_inner consumes the last reference to the storage: does it release the handle's Rc (not just forget the whole handle with mem::forget)?",
+            );
+            check_eq(
+                "called into_inner on the last handle, then counted drops of its value",
+                (0, (5, Tracked::payload_of(5))),
+                (drops(5), value.fields()),
+                "into_inner hands the value back intact and does not drop it",
+            );
+            drop(value);
+            check_eq(
+                "dropped the value into_inner returned, then counted its drops",
+                1,
+                drops(5),
+                "the value is dropped once, by its new owner",
+            );
+        },
+    );
+}

@@ -815,3 +815,168 @@ fn test_11_survives_clients_that_disconnect_mid_request() {
     );
     server.expect_alive(did);
 }
+
+// Header lists spread over several lines, in any case: every `Connection`
+// line names hop-by-hop headers (request and response), every
+// `X-Forwarded-For` line is part of the chain, and the client's own
+// `X-Forwarded-Proto` is replaced, not kept.
+#[test]
+fn test_12_handles_repeated_and_mixed_case_connection_and_forwarding_headers() {
+    let up = Upstream::start("a");
+    up.set_response(
+        200,
+        &[
+            ("connection", "x-resp-one"),
+            ("CONNECTION", "X-RESP-TWO"),
+            ("X-Resp-One", "1"),
+            ("x-resp-two", "2"),
+            ("X-Resp-Kept", "1"),
+        ],
+        b"ok\n".to_vec(),
+    );
+    let server = proxy(&up, &[]);
+    let headers = [
+        ("connection", "keep-alive"),
+        ("CONNECTION", "X-Second-Hop,x-third-hop"),
+        ("x-second-hop", "hop"),
+        ("X-THIRD-HOP", "hop"),
+        ("X-Forwarded-For", "203.0.113.7"),
+        ("x-forwarded-for", "198.51.100.2"),
+        ("X-Forwarded-Proto", "https"),
+        ("X-End", "kept"),
+    ];
+    let did = format!(
+        "sent GET /lists with headers{}",
+        headers
+            .iter()
+            .map(|(k, v)| format!("\n  {k}: {v}"))
+            .collect::<String>()
+    );
+    let r = exchange(&server, &http::request("GET", "/lists", &headers, b""));
+    expect_status(&server, &did, &r, 200, "is the request forwarded at all?");
+    let seen = up.wait_for_requests(1);
+    let got = &seen[0];
+    for (name, want, hint) in [
+        (
+            "x-end",
+            Some("kept"),
+            "only hop-by-hop headers are removed; the others are forwarded",
+        ),
+        (
+            "x-second-hop",
+            None,
+            "a request may carry several Connection lines: do you read every one (get_all), not just the first?",
+        ),
+        (
+            "x-third-hop",
+            None,
+            "split every Connection line on commas, trim each name, and compare names in any case",
+        ),
+    ] {
+        if got.header(name) != want {
+            server
+                .report()
+                .did(&did)
+                .expected(match want {
+                    Some(v) => format!("the upstream to receive `{name}: {v}`"),
+                    None => {
+                        format!("the upstream not to receive `{name}` (named by a Connection line)")
+                    }
+                })
+                .got(format!("its headers:{}", recorded_headers(got)))
+                .hint(hint)
+                .fail();
+        }
+    }
+    let xff = got.headers_named("x-forwarded-for").join(", ");
+    if xff != "203.0.113.7, 198.51.100.2, 127.0.0.1" {
+        server
+            .report()
+            .did(&did)
+            .expected("the upstream to receive `X-Forwarded-For: 203.0.113.7, 198.51.100.2, 127.0.0.1`")
+            .got(format!("x-forwarded-for: {xff:?}"))
+            .hint("two X-Forwarded-For lines are one list: do you keep every line (get_all), then append the client?")
+            .fail();
+    }
+    let proto = got.headers_named("x-forwarded-proto");
+    if proto != ["http"] {
+        server
+            .report()
+            .did(&did)
+            .expected("the upstream to receive exactly one `X-Forwarded-Proto: http`")
+            .got(format!("x-forwarded-proto: {proto:?}"))
+            .hint("the client cannot vouch for the scheme of this hop: do you replace (insert) X-Forwarded-Proto rather than add a second one?")
+            .fail();
+    }
+    for name in ["x-resp-one", "x-resp-two"] {
+        if r.header(name).is_some() {
+            server
+                .report()
+                .did("had the upstream answer with two Connection lines (`connection: x-resp-one`, `CONNECTION: X-RESP-TWO`) and both headers")
+                .expected(format!("the client not to receive `{name}`"))
+                .got(r.describe())
+                .hint("read every Connection line of the response too, and compare names in any case")
+                .fail();
+        }
+    }
+    if r.header("x-resp-kept") != Some("1") {
+        server
+            .report()
+            .did("had the upstream answer with X-Resp-Kept: 1 among hop-by-hop headers")
+            .expected("the client to receive `X-Resp-Kept: 1`")
+            .got(r.describe())
+            .fail();
+    }
+}
+
+// An upstream that breaks its response off mid-body: the head is gone, so
+// the proxy closes the client's connection without ending the body (a
+// truncated body must never look complete), and keeps serving.
+#[test]
+fn test_13_an_upstream_failing_mid_body_closes_the_clients_connection() {
+    let up = Upstream::start("a");
+    let server = proxy(&up, &[]);
+    let gate = up.respond_in_two_parts(b"first part;".to_vec(), b"second part.".to_vec());
+    let mut c = Client::connect_to(&server);
+    c.send(&http::request("GET", "/broken", &[], b""));
+    let seen = c.read_framed(
+        "a response head and the first part of its body (\"first part;\")",
+        "do you pass the upstream's head and body on as they arrive?",
+        |got, _| {
+            got.windows(11)
+                .position(|w| w == b"first part;")
+                .map(|i| i + 11)
+        },
+    );
+    gate.fail();
+    // Until the connection closes, or the body ends as if it were complete.
+    let rest = c.read_framed(
+        "the connection to close (the upstream broke its response off mid-body)",
+        "once the upstream's body fails, is the client's connection closed?",
+        |got, closed| (closed || got.ends_with(b"0\r\n\r\n")).then_some(got.len()),
+    );
+    let all = [seen, rest].concat();
+    let text = String::from_utf8_lossy(&all).into_owned();
+    if text.contains("second part.") || text.ends_with("0\r\n\r\n") {
+        server
+            .report()
+            .did("sent GET /broken; the upstream sent a chunked head and \"first part;\", then closed its connection mid-body")
+            .expected("the proxy to close the client's connection without ending the body (no last chunk `0`)")
+            .got(format!(
+                "after the head and \"first part;\": {}",
+                show(text.split("first part;").nth(1).unwrap_or("").as_bytes())
+            ))
+            .hint("an error while reading the upstream's body must reach the client as a broken connection, never as a clean end of the body: do you turn a body error into end-of-stream?")
+            .fail();
+    }
+    let did = "an upstream broke its response off mid-body; then sent GET /after";
+    server.expect_alive(did);
+    let r = exchange(&server, &http::request("GET", "/after", &[], b""));
+    expect_status(
+        &server,
+        did,
+        &r,
+        200,
+        "an error on one upstream connection must end that request only",
+    );
+}

@@ -818,3 +818,437 @@ fn test_11_counts_out_a_request_whose_client_vanished() {
     }
     lb.expect_alive("2 clients reset their connections mid-request");
 }
+
+/// Sends a GET on a new raw connection and leaves it open (its request is
+/// to be held at an upstream); waits until `total` requests are in flight
+/// at `ups` in all, and returns the client and the name of the upstream
+/// whose count went up.
+#[track_caller]
+fn hold_one(lb: &Server, ups: &[&Upstream], target: &str, total: usize) -> (Client, String) {
+    let before: Vec<usize> = ups.iter().map(|u| u.in_flight()).collect();
+    let mut c = Client::connect_to(lb);
+    c.send(&http::request("GET", target, &[], b""));
+    eventually(
+        lb,
+        &format!("{total} request(s) held at the upstreams (every upstream holds every request)"),
+        || ups.iter().map(|u| u.in_flight()).sum::<usize>() >= total,
+    );
+    let name = ups
+        .iter()
+        .zip(&before)
+        .find(|(u, b)| u.in_flight() > **b)
+        .map_or_else(|| "?".to_string(), |(u, _)| u.name().to_string());
+    (c, name)
+}
+
+/// The upstream names of `n` GETs sent one after the other.
+#[track_caller]
+fn get_names(
+    lb: &Server,
+    http: &reqwest::blocking::Client,
+    prefix: &str,
+    n: usize,
+    context: &str,
+) -> Vec<String> {
+    (0..n)
+        .map(|i| get_ok(lb, http, &format!("{prefix}/{i}"), context))
+        .collect()
+}
+
+/// Whether `order` is `names` in turn from some starting point.
+fn in_turn(order: &[String], names: &[&str]) -> bool {
+    let Some(start) = names.iter().position(|n| *n == order[0]) else {
+        return false;
+    };
+    order
+        .iter()
+        .enumerate()
+        .all(|(i, n)| n == names[(start + i) % names.len()])
+}
+
+// Least connections, exactly: requests held one after the other over a, b,
+// c go a, b, c, a, b, c (fewest in flight, ties to the first in
+// command-line order), and idle requests all go to a.
+#[test]
+fn test_12_least_connections_picks_the_fewest_in_flight_and_breaks_ties_in_order() {
+    let (a, b, c) = (
+        Upstream::start("a"),
+        Upstream::start("b"),
+        Upstream::start("c"),
+    );
+    let lb = balancer(
+        &[&a, &b, &c],
+        &[
+            "--policy",
+            "least-connections",
+            "--health-interval-ms",
+            NO_PROBES,
+        ],
+    );
+    let http = client();
+    let idle = get_names(
+        &lb,
+        &http,
+        "/idle",
+        3,
+        "least-connections over a, b, c, nothing in flight",
+    );
+    lb.report()
+        .did("started the balancer with --policy least-connections over a, b, c")
+        .did("sent 3 GETs one after the other (each answered before the next: 0 in flight every time)")
+        .expected("[\"a\", \"a\", \"a\"]: every upstream has 0 in flight, and ties go to the first in command-line order")
+        .got(format!("{idle:?}"))
+        .hint("among the upstreams with the fewest requests in flight, do you take the first in command-line order?")
+        .check(idle.iter().all(|n| n == "a"));
+
+    for up in [&a, &b, &c] {
+        up.set_behaviour(Behaviour::Hold);
+    }
+    let ups = [&a, &b, &c];
+    let mut held = Vec::new();
+    let mut order = Vec::new();
+    for i in 0..6 {
+        let (client, name) = hold_one(&lb, &ups, &format!("/held/{i}"), i + 1);
+        held.push(client);
+        order.push(name);
+    }
+    lb.report()
+        .did("least-connections over a, b, c, which hold every request")
+        .did("sent 6 GETs, each once the previous one was held")
+        .expected("[\"a\", \"b\", \"c\", \"a\", \"b\", \"c\"]: each to the upstream with the fewest in flight, ties to the first in command-line order")
+        .got(format!("{order:?}"))
+        .hint("count a request in when it is sent to an upstream, and pick the smallest count among the healthy upstreams, the first on a tie")
+        .check(order == ["a", "b", "c", "a", "b", "c"]);
+    for up in ups {
+        up.set_behaviour(Behaviour::Normal);
+        up.release_all();
+    }
+    for mut client in held {
+        let r = http::read_response(&mut client);
+        lb.report()
+            .did("released the 6 held requests")
+            .expected("200 for each")
+            .got(r.describe())
+            .check(r.status == 200);
+    }
+}
+
+// A request is in flight until its response body has been passed on
+// completely, not just its head: while a's body is still streaming,
+// least connections sends new requests to b; once it ends, to a again.
+#[test]
+fn test_13_least_connections_counts_a_request_until_its_body_has_ended() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let lb = balancer(
+        &[&a, &b],
+        &[
+            "--policy",
+            "least-connections",
+            "--health-interval-ms",
+            NO_PROBES,
+        ],
+    );
+    let http = client();
+    let gate = a.respond_in_two_parts(b"first part;".to_vec(), b"second part.".to_vec());
+    let mut slow = Client::connect_to(&lb);
+    slow.send(&http::request("GET", "/streaming", &[], b""));
+    let did = "least-connections over a, b (nothing in flight, so a is first); sent GET /streaming, which a answers with a head and the first part of a body, holding the rest";
+    let seen = slow.read_framed(
+        "a response head and the first part of its body (\"first part;\")",
+        "do you pass the upstream's head and body on as they arrive?",
+        |got, _| {
+            got.windows(11)
+                .position(|w| w == b"first part;")
+                .map(|i| i + 11)
+        },
+    );
+    lb.report()
+        .did(did)
+        .expected("a's answer (x-upstream: a)")
+        .got(String::from_utf8_lossy(&seen).into_owned())
+        .hint("ties go to the first upstream in command-line order")
+        .check(
+            String::from_utf8_lossy(&seen)
+                .to_ascii_lowercase()
+                .contains("x-upstream: a"),
+        );
+
+    let during = get_names(
+        &lb,
+        &http,
+        "/during",
+        3,
+        "a's response to GET /streaming is still streaming",
+    );
+    lb.report()
+        .did(did)
+        .did("got the head and the first part, then sent 3 GETs one after the other")
+        .expected("all 3 to go to b: a's request is still in flight until its body ends")
+        .got(format!("{during:?}"))
+        .hint("a request is in flight until its response body has been passed on completely: does your counter go down when the head arrives? Move the guard into the response body")
+        .check(during.iter().all(|n| n == "b"));
+
+    gate.open();
+    let rest = slow.read_framed(
+        "the rest of the body and its end (\"second part.\", then the last chunk)",
+        "is the end of the body passed on?",
+        |got, closed| {
+            let text = String::from_utf8_lossy(got);
+            (text.contains("second part.") && (text.ends_with("0\r\n\r\n") || closed))
+                .then_some(got.len())
+        },
+    );
+    drop(rest);
+    let after = get_names(
+        &lb,
+        &http,
+        "/after",
+        3,
+        "a's response to GET /streaming has ended",
+    );
+    lb.report()
+        .did(did)
+        .did("let a send the rest of the body and read it to its end, then sent 3 GETs one after the other")
+        .expected("all 3 to go to a: nothing is in flight anywhere, and ties go to the first")
+        .got(format!("{after:?}"))
+        .hint("is the request counted out once its body has been passed on completely?")
+        .check(after.iter().all(|n| n == "a"));
+}
+
+// Round robin turns are over the healthy upstreams: with b out, a and c
+// alternate (a, c, a, c), c does not take b's turns too; with b back,
+// a, b, c in turn again.
+#[test]
+fn test_14_round_robin_alternates_over_the_healthy_upstreams_only() {
+    let (a, b, c) = (
+        Upstream::start("a"),
+        Upstream::start("b"),
+        Upstream::start("c"),
+    );
+    let lb = balancer(&[&a, &b, &c], &["--health-interval-ms", FAST_PROBES]);
+    let http = client();
+    b.set_healthy(false);
+    two_more_probes(&b);
+    let order = get_names(&lb, &http, "/two", 6, "b's health check answers 503");
+    lb.report()
+        .did("round robin over a, b, c; b's GET /health answers 503; waited for 2 more probes of b")
+        .did("sent 6 GETs one after the other")
+        .expected("a and c in turn, 3 each, e.g. [\"a\", \"c\", \"a\", \"c\", \"a\", \"c\"]")
+        .got(format!("{order:?}"))
+        .hint("take turns among the healthy upstreams only: skipping from b to the next healthy one gives c b's turns as well (a, c, c, a, c, c)")
+        .check(in_turn(&order, &["a", "c"]));
+
+    b.set_healthy(true);
+    two_more_probes(&b);
+    let order = get_names(
+        &lb,
+        &http,
+        "/three",
+        6,
+        "b's health check answers 200 again",
+    );
+    lb.report()
+        .did("b's GET /health answers 200 again; waited for 2 more probes of b")
+        .did("sent 6 GETs one after the other")
+        .expected("a, b, c in turn, in command-line order, 2 each")
+        .got(format!("{order:?}"))
+        .hint("a recovered upstream takes its turns again")
+        .check(in_turn(&order, &["a", "b", "c"]));
+}
+
+// Round robin is one rotation for all clients: one request per new
+// connection still goes a, b, c, a, b, c.
+#[test]
+fn test_15_round_robin_turns_are_shared_by_every_connection() {
+    let (a, b, c) = (
+        Upstream::start("a"),
+        Upstream::start("b"),
+        Upstream::start("c"),
+    );
+    let lb = balancer(&[&a, &b, &c], &["--health-interval-ms", NO_PROBES]);
+    let mut order = Vec::new();
+    for i in 0..6 {
+        let mut conn = Client::connect_to(&lb);
+        conn.send(&http::request("GET", &format!("/conn/{i}"), &[], b""));
+        let r = http::read_response(&mut conn);
+        lb.report()
+            .did(format!("sent GET /conn/{i} on a new connection"))
+            .expected("200 from one of the upstreams")
+            .got(r.describe())
+            .check(r.status == 200);
+        order.push(r.header("x-upstream").unwrap_or("").to_string());
+    }
+    lb.report()
+        .did("round robin over a, b, c: sent 6 GETs, each on a new connection")
+        .expected("a, b, c in turn, 2 each")
+        .got(format!("{order:?}"))
+        .hint("is the round-robin cursor shared by every connection (in the state behind the Arc), or made anew per connection?")
+        .check(in_turn(&order, &["a", "b", "c"]));
+}
+
+// A request whose upstream failed before answering (here: retried
+// elsewhere) is counted out of that upstream: once it answers again, idle
+// requests go to it first again.
+#[test]
+fn test_16_least_connections_counts_out_a_request_whose_upstream_failed() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let lb = balancer(
+        &[&a, &b],
+        &[
+            "--policy",
+            "least-connections",
+            "--health-interval-ms",
+            NO_PROBES,
+        ],
+    );
+    let http = client();
+    a.set_behaviour(Behaviour::Reset);
+    let name = get_ok(&lb, &http, "/retried", "a drops every request unanswered");
+    lb.report()
+        .did("least-connections over a, b; a reads every request and closes without answering; sent GET /retried")
+        .expected("a to get it first (ties go to the first), then b to answer the retry")
+        .got(format!("a recorded {}, {name} answered", a.requests().len()))
+        .hint("ties go to the first upstream in command-line order; a GET whose upstream fails before a head is retried once elsewhere")
+        .check(a.requests().len() == 1 && name == "b");
+    a.set_behaviour(Behaviour::Normal);
+    let after = get_names(&lb, &http, "/after", 3, "a answers again");
+    lb.report()
+        .did("least-connections over a, b; a dropped GET /retried (answered by b after a retry), then a answers normally again")
+        .did("sent 3 GETs one after the other")
+        .expected("all 3 to go to a: the failed attempt is over, so a has 0 in flight, and ties go to the first")
+        .got(format!("{after:?}"))
+        .hint("is the attempt that failed counted out of a (an RAII guard dropped on every path, errors included)?")
+        .check(after.iter().all(|n| n == "a"));
+}
+
+// Least connections chooses among the healthy upstreams only: a, out of
+// rotation, is never chosen, even though it has nothing in flight.
+#[test]
+fn test_17_least_connections_skips_an_unhealthy_upstream() {
+    let (a, b, c) = (
+        Upstream::start("a"),
+        Upstream::start("b"),
+        Upstream::start("c"),
+    );
+    let lb = balancer(
+        &[&a, &b, &c],
+        &[
+            "--policy",
+            "least-connections",
+            "--health-interval-ms",
+            FAST_PROBES,
+        ],
+    );
+    let http = client();
+    a.set_healthy(false);
+    two_more_probes(&a);
+    let order = get_names(&lb, &http, "/lc", 4, "a's health check answers 503");
+    lb.report()
+        .did("least-connections over a, b, c; a's GET /health answers 503; waited for 2 more probes of a")
+        .did("sent 4 GETs one after the other")
+        .expected("all 4 to go to b: a is out, b and c have 0 in flight, and ties go to the first healthy one")
+        .got(format!("{order:?}"))
+        .hint("does least-connections skip unhealthy upstreams too, not only round robin?")
+        .check(order.iter().all(|n| n == "b"));
+}
+
+// A Content-Length beyond what a 64-bit size can hold is the client's
+// error (400), and an enormous one that fits is no reason to allocate: the
+// balancer keeps serving.
+#[test]
+fn test_18_survives_absurd_content_lengths() {
+    let a = Upstream::start("a");
+    let lb = balancer(&[&a], &["--health-interval-ms", NO_PROBES]);
+    let mut c = Client::connect_to(&lb);
+    c.send(
+        b"POST /huge HTTP/1.1\r\nHost: test\r\nContent-Length: 99999999999999999999999\r\n\r\nabc",
+    );
+    let r = http::read_response(&mut c);
+    lb.report()
+        .did("sent POST /huge with Content-Length: 99999999999999999999999 (more than 2^64)")
+        .expected("400 Bad Request")
+        .got(r.describe())
+        .hint("a length that does not fit in a u64 is a malformed request: answer 400, never wrap or panic")
+        .check(r.status == 400);
+
+    let mut c = Client::connect_to(&lb);
+    c.send(
+        b"POST /enormous HTTP/1.1\r\nHost: test\r\nContent-Length: 4611686018427387904\r\n\r\nabc",
+    );
+    // Either the request reached a (streamed through), or the balancer
+    // died trying to make room for it.
+    eventually(
+        &lb,
+        "POST /enormous to reach upstream a (or the balancer to exit)",
+        || a.in_flight() >= 1 || !lb.is_alive(),
+    );
+    c.reset();
+    let http = client();
+    let did = "sent POST /enormous with Content-Length: 4611686018427387904 (2^62) and 3 bytes of body, then reset the connection; then sent GET /after";
+    lb.expect_alive(did);
+    let name = get_ok(&lb, &http, "/after", did);
+    lb.report()
+        .did(did)
+        .expected("a to answer")
+        .got(format!("{name} answered"))
+        .check(name == "a");
+}
+
+// An upstream that breaks its response off mid-body: the client's
+// connection is closed without the body's end (never a truncated body that
+// looks complete), the request is counted out, and the balancer serves on.
+#[test]
+fn test_19_an_upstream_failing_mid_body_is_passed_on_as_a_broken_response() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let lb = balancer(
+        &[&a, &b],
+        &[
+            "--policy",
+            "least-connections",
+            "--health-interval-ms",
+            NO_PROBES,
+        ],
+    );
+    let http = client();
+    let gate = a.respond_in_two_parts(b"first part;".to_vec(), b"second part.".to_vec());
+    let mut c = Client::connect_to(&lb);
+    c.send(&http::request("GET", "/broken", &[], b""));
+    let seen = c.read_framed(
+        "a response head and the first part of its body (\"first part;\")",
+        "do you pass the upstream's head and body on as they arrive?",
+        |got, _| {
+            got.windows(11)
+                .position(|w| w == b"first part;")
+                .map(|i| i + 11)
+        },
+    );
+    gate.fail();
+    // Until the connection closes, or the body ends as if it were complete.
+    let rest = c.read_framed(
+        "the connection to close (the upstream broke its response off mid-body)",
+        "once the upstream's body fails, is the client's connection closed?",
+        |got, closed| (closed || got.ends_with(b"0\r\n\r\n")).then_some(got.len()),
+    );
+    let all = [seen, rest].concat();
+    let text = String::from_utf8_lossy(&all).into_owned();
+    lb.report()
+        .did("least-connections over a, b; sent GET /broken; a sent a chunked head and \"first part;\", then closed its connection mid-body")
+        .expected("the balancer to close the client's connection without ending the body (no last chunk `0`), so the client knows the body is cut short")
+        .got(format!("after the head and \"first part;\": {:?}", text.split("first part;").nth(1).unwrap_or("")))
+        .hint("an error while reading the upstream's body must become an error on the client's side (hyper closes the connection), never a clean end of the body: do you turn a body error into end-of-stream?")
+        .check(!text.contains("second part.") && !text.ends_with("0\r\n\r\n"));
+    lb.expect_alive("an upstream broke its response off mid-body");
+    let after = get_names(
+        &lb,
+        &http,
+        "/after",
+        3,
+        "a broke off its last response mid-body",
+    );
+    lb.report()
+        .did("a broke off its answer to GET /broken mid-body; then sent 3 GETs one after the other")
+        .expected("all 3 to go to a: the broken request is over (0 in flight everywhere), and ties go to the first")
+        .got(format!("{after:?}"))
+        .hint("is a request counted out when its response body fails, too?")
+        .check(after.iter().all(|n| n == "a"));
+}
