@@ -52,6 +52,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::report::{Report, show};
+use crate::server::{Server, ServerView};
+use crate::wait::{Conn, ParkWatch, SAMPLE};
 
 /// How long a test waits for the upstream to see something.
 pub const WAIT_DEADLINE: Duration = Duration::from_secs(5);
@@ -203,6 +205,8 @@ pub struct Upstream {
     addr: SocketAddr,
     runtime: Option<tokio::runtime::Runtime>,
     acceptor: Mutex<Option<JoinHandle<()>>>,
+    /// The server in front (the proxy), watched while the test waits here.
+    watched: Mutex<Option<(ServerView, SocketAddr)>>,
 }
 
 impl Upstream {
@@ -242,6 +246,7 @@ impl Upstream {
             addr,
             runtime: Some(runtime),
             acceptor: Mutex::new(None),
+            watched: Mutex::new(None),
         };
         up.serve(listener);
         up
@@ -303,6 +308,16 @@ impl Upstream {
         self.shared.lock().in_flight
     }
 
+    /// Watches `server` (the proxy or balancer in front of this upstream)
+    /// while the test waits here: a server that is parked with the client's
+    /// request unread fails the wait at once instead of after
+    /// [`WAIT_DEADLINE`] (see [`crate::wait`]). Call it right after
+    /// spawning the server.
+    pub fn watch(&self, server: &Server) {
+        *self.watched.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((server.view(), server.addr()));
+    }
+
     /// Waits until `n` requests in all have been recorded; returns them.
     #[track_caller]
     pub fn wait_for_requests(&self, n: usize) -> Vec<Recorded> {
@@ -317,9 +332,12 @@ impl Upstream {
     /// Waits until at least `n` health probes in all have arrived.
     #[track_caller]
     pub fn wait_for_probes(&self, n: usize) {
-        self.wait(
+        // Probes come on the server's own timer: a server asleep with none
+        // set will never send one.
+        self.wait_on(
             &format!("{n} health probe(s) (GET {HEALTH_PATH}) in all"),
             "do you probe every upstream every --health-interval-ms, including after it failed?",
+            |_| Conn::Timer,
             |s| s.probes >= n,
         );
     }
@@ -416,10 +434,45 @@ impl Upstream {
 
     #[track_caller]
     fn wait(&self, what: &str, hint: &str, ready: impl Fn(&State) -> bool) {
+        self.wait_on(what, hint, |addr| Conn::AnyTcp { server: addr }, ready);
+    }
+
+    /// [`Upstream::wait`], the watched server's park judged on `conn`.
+    #[track_caller]
+    fn wait_on(
+        &self,
+        what: &str,
+        hint: &str,
+        conn: impl Fn(SocketAddr) -> Conn,
+        ready: impl Fn(&State) -> bool,
+    ) {
         let until = Instant::now() + WAIT_DEADLINE;
+        let watched = self
+            .watched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut park = watched
+            .as_ref()
+            .map(|(view, addr)| ParkWatch::new(view.pid(), conn(*addr)));
         let mut state = self.shared.lock();
         while !ready(&state) {
             let left = until.saturating_duration_since(Instant::now());
+            if let Some(parked) = park.as_mut().and_then(ParkWatch::look) {
+                let seen = describe(&state);
+                drop(state);
+                let (view, addr) = watched.expect("a park watch has a server");
+                let conn = conn(addr);
+                view.quote(Report::new(format!(
+                    "waited for upstream {} ({}), behind the server at {addr}",
+                    self.name(),
+                    self.addr
+                )))
+                .expected(format!("{what} within {WAIT_DEADLINE:?}"))
+                .got(format!("{seen}; {}", parked.describe(conn)))
+                .hint(parked.hint(conn))
+                .fail();
+            }
             if left.is_zero() {
                 let seen = describe(&state);
                 drop(state);
@@ -433,10 +486,16 @@ impl Upstream {
                 .hint(hint)
                 .fail();
             }
+            // In slices while a server is watched, so the watch looks at it.
+            let slice = if park.is_some() {
+                left.min(SAMPLE)
+            } else {
+                left
+            };
             state = self
                 .shared
                 .changed
-                .wait_timeout(state, left)
+                .wait_timeout(state, slice)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }

@@ -43,6 +43,11 @@
 //! keeps the whole read deadline. What remains is a server that will not
 //! answer: it has not read what it was sent, and nothing will wake it.
 //!
+//! A test can also wait for the server to act on its own (a periodic health
+//! probe): then no input is involved ([`Conn::Timer`]), and the server is
+//! parked when the last three conditions held: a server that will act on a
+//! timer sleeps with one.
+//!
 //! The one thing a correct server could do to look parked is to leave a
 //! connection unread on purpose with no timer set (backpressure: its output
 //! to that client is full) and nothing else to do. A test meets that only
@@ -167,6 +172,11 @@ pub enum Conn {
     /// The server's listening socket at `server`: its Recv-Q is the number
     /// of connections waiting to be accepted.
     Listener { server: SocketAddr },
+    /// Nothing of the test's: the test waits for the server to act on its
+    /// own, on a timer (a health probe every `--health-interval-ms`). Such
+    /// a server sleeps with a timer between its turns; one asleep without
+    /// any, with no thread run, will never act.
+    Timer,
 }
 
 /// What a parked server looked like when the watch gave up on it.
@@ -195,35 +205,38 @@ impl Parked {
     pub fn describe(&self, conn: Conn) -> String {
         let secs = self.quiet_for.as_secs_f64();
         let threads = match self.threads {
-            1 => "its only thread".to_string(),
-            n => format!("any of its {n} threads"),
+            1 => "its only thread did not run".to_string(),
+            n => format!("none of its {n} threads ran"),
         };
         match conn {
             Conn::Udp { .. } => format!(
-                "the server has not received the datagram the test sent: it has been waiting in the server's socket for {secs:.1} s (ss -uan shows Recv-Q {}) and {threads} did not run at all",
+                "the server has not received the datagram the test sent: it has been waiting in the server's socket for {secs:.1} s (ss -uan shows Recv-Q {}) and {threads} at all",
                 self.unread
             ),
             Conn::Listener { .. } => format!(
-                "the server has not accepted any of the {} connections waiting in its listen queue for {secs:.1} s (ss -tln shows Recv-Q {} on its listener), and {threads} did not run at all",
+                "the server has not accepted any of the {} connections waiting in its listen queue for {secs:.1} s (ss -tln shows Recv-Q {} on its listener), and {threads} at all",
                 self.unread, self.unread
             ),
+            Conn::Timer => format!(
+                "the server has done nothing on its own for {secs:.1} s: {threads} at all, and none sleeps with a timer that would wake it"
+            ),
             _ if !self.accepted && self.elsewhere => format!(
-                "the server never accepted the connection that sent what this client is waiting for: it has waited {secs:.1} s in the listen queue with the {} bytes sent still unread (ss -tn shows Recv-Q {}), and {threads} did not run at all",
+                "the server never accepted the connection that sent what this client is waiting for: it has waited {secs:.1} s in the listen queue with the {} bytes sent still unread (ss -tn shows Recv-Q {}), and {threads} at all",
                 self.unread, self.unread
             ),
             _ if !self.accepted && self.unread == 0 => format!(
-                "the server never accepted this connection: it has waited {secs:.1} s in the listen queue (ss -tln shows it in the Recv-Q of the listener), and {threads} did not run at all"
+                "the server never accepted this connection: it has waited {secs:.1} s in the listen queue (ss -tln shows it in the Recv-Q of the listener), and {threads} at all"
             ),
             _ if !self.accepted => format!(
-                "the server never accepted this connection: it has waited {secs:.1} s in the listen queue with the {} bytes sent still unread (ss -tn shows Recv-Q {}), and {threads} did not run at all",
+                "the server never accepted this connection: it has waited {secs:.1} s in the listen queue with the {} bytes sent still unread (ss -tn shows Recv-Q {}), and {threads} at all",
                 self.unread, self.unread
             ),
             _ if self.elsewhere => format!(
-                "the server has not read the {} bytes another client of this test sent (what this client is waiting for): they have been in its receive queue for {secs:.1} s (ss -tn shows Recv-Q {}) and {threads} did not run at all",
+                "the server has not read the {} bytes another client of this test sent (what this client is waiting for): they have been in its receive queue for {secs:.1} s (ss -tn shows Recv-Q {}) and {threads} at all",
                 self.unread, self.unread
             ),
             _ => format!(
-                "the server has not read the {} bytes waiting for it: they have been in its receive queue for {secs:.1} s (ss -tn shows Recv-Q {}) and {threads} did not run at all",
+                "the server has not read the {} bytes waiting for it: they have been in its receive queue for {secs:.1} s (ss -tn shows Recv-Q {}) and {threads} at all",
                 self.unread, self.unread
             ),
         }
@@ -234,6 +247,9 @@ impl Parked {
         match conn {
             Conn::Udp { .. } => {
                 "your server is asleep with a datagram waiting: does it call recv_from in a loop on the socket it bound (not a second socket)?"
+            }
+            Conn::Timer => {
+                "your server is asleep with no timer set: is the periodic task (a thread with a sleep loop, or tokio::time::interval in a spawned task) started at all?"
             }
             Conn::Listener { .. } => {
                 "your server is asleep with connections waiting to be accepted: does it call accept in a loop (in an event loop: is the listener registered for readable events, and do you accept until WouldBlock)?"
@@ -364,8 +380,10 @@ impl ParkWatch {
                     .find(|s| s.local == server && s.state == procfs::TCP_LISTEN)?;
                 (s.rx_queue, true, false)
             }
+            Conn::Timer => (0, true, false),
         };
-        (unread > 0 || (!accepted && !elsewhere)).then_some(Sample {
+        let timer = matches!(self.conn, Conn::Timer);
+        (timer || unread > 0 || (!accepted && !elsewhere)).then_some(Sample {
             unread,
             accepted,
             elsewhere,

@@ -221,3 +221,30 @@ fn test_12_a_silent_client_never_accepted_fails_fast() {
     assert_contains(&text, "never accepted this connection");
     assert_contains(&text, "Recv-Q of the listener");
 }
+
+// Waiting for the server to act on its own (a health probe): one asleep with no timer set is
+// parked within a second, one with a timer pending (the late-accept fixture's back-off) is not.
+#[test]
+fn test_13_a_server_asleep_with_no_timer_never_acts_on_its_own() {
+    use labkit::wait::{Conn, PARKED_AFTER, ParkWatch};
+    let look_for = |server: &Server, how_long: Duration| {
+        let mut watch = ParkWatch::new(server.pid(), Conn::Timer);
+        let until = Instant::now() + how_long;
+        while Instant::now() < until {
+            if let Some(p) = watch.look() {
+                return Some(p.describe(Conn::Timer));
+            }
+            // Between looks: ParkWatch samples at most once per SAMPLE anyway.
+            std::thread::sleep(labkit::wait::SAMPLE);
+        }
+        None
+    };
+    let parked = fixture("park");
+    let seen = look_for(&parked, PARKED_AFTER * 4).expect("a parked server was not recognised");
+    assert_contains(&seen, "none sleeps with a timer");
+    let waiting = fixture("late-accept");
+    assert_eq!(
+        look_for(&waiting, PARKED_AFTER + Duration::from_millis(300)),
+        None
+    );
+}

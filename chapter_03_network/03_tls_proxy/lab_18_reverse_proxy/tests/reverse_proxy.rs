@@ -20,7 +20,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_reverse_proxy");
 /// Starts the proxy in front of `up`, with `extra` arguments after the
 /// upstream (e.g. `--timeout-ms`).
 fn proxy(up: &Upstream, extra: &[&str]) -> Server {
-    Server::builder(BIN).arg(up.url()).args(extra).spawn()
+    let server = Server::builder(BIN).arg(up.url()).args(extra).spawn();
+    up.watch(&server);
+    server
 }
 
 /// Sends `request` on a new connection and reads one response.

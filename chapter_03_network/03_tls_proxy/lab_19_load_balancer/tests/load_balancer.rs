@@ -41,10 +41,15 @@ const NO_PROBES: &str = "60000";
 /// A balancer in front of `upstreams` (in that order), with `flags`.
 fn balancer(upstreams: &[&Upstream], flags: &[&str]) -> Server {
     // The builder passes `127.0.0.1:0` as the first argument (ADDR).
-    Server::builder(BIN)
+    let server = Server::builder(BIN)
         .args(upstreams.iter().map(|u| u.url()))
         .args(flags)
-        .spawn()
+        .spawn();
+    // A balancer parked with a request unread fails an upstream's wait at once.
+    for up in upstreams {
+        up.watch(&server);
+    }
+    server
 }
 
 /// A blocking HTTP client with a short deadline per request.
