@@ -317,11 +317,18 @@ fn test_24_http_1_0_with_keep_alive_stays_open() {
         .expect_alive("sent HTTP/1.0 keep-alive requests");
 }
 
-// The head limit is 8 KiB: a head of 8000 bytes is served, one of 8300 bytes gets 431.
+// The head limit is 8 KiB, blank line included: heads of 8191 and 8192 bytes are served, one of
+// 8193 bytes gets 431 (an off-by-one at the limit is the classic bug).
 #[test]
 fn test_25_the_head_limit_is_8_kib() {
     let site = Site::spawn(BIN);
-    for (total, status) in [(8000, 200), (8300, 431)] {
+    for (total, status) in [
+        (8000, 200),
+        (8191, 200),
+        (8192, 200),
+        (8193, 431),
+        (8300, 431),
+    ] {
         // The request without the filler, to size the filler exactly.
         let bare = http::request("GET", "/", &[("X-Fill", "")], b"").len();
         let fill = "f".repeat(total - bare);
@@ -344,4 +351,120 @@ fn test_25_the_head_limit_is_8_kib() {
         );
     }
     site.server.expect_alive("sent heads near the limit");
+}
+
+/// Sends `req` on a fresh connection and expects a client error (one of
+/// `statuses`), then a close, with the server still running after it.
+#[track_caller]
+fn expect_rejected(site: &Site, req: &[u8], statuses: &[u16], what: &str, hint: &str) {
+    let mut c = site.connect();
+    c.hint(hint.to_string());
+    send_while_open(&mut c, req);
+    let r = http::read_response(&mut c);
+    if !statuses.contains(&r.status) {
+        let want: Vec<String> = statuses.iter().map(u16::to_string).collect();
+        c.report()
+            .expected(format!("{what}: status {}", want.join(" or ")))
+            .got(r.describe())
+            .hint(hint)
+            .fail();
+    }
+    c.expect_closed();
+    site.server.expect_alive(format!("sent {what}"));
+}
+
+// Lengths are digits only, and sizes from the client never wrap: `+5`, `-1`, `5 5` and `0x5` are
+// 400; a Content-Length or a chunk size too large for any integer is a client error (400 or
+// 413), never a wrapped small number, a panic, or a hang.
+#[test]
+fn test_26_content_length_and_chunk_sizes_are_checked_digit_by_digit() {
+    let site = Site::spawn(BIN);
+    for bad in ["+5", "-1", "5 5", "0x5"] {
+        let req =
+            format!("POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: {bad}\r\n\r\nhello");
+        expect_rejected(
+            &site,
+            req.as_bytes(),
+            &[400],
+            &format!("Content-Length: {bad}"),
+            "Content-Length is 1*DIGIT (RFC 9112): anything else is a bad request. Note that Rust's str::parse::<usize>() accepts a leading '+': check the bytes are all digits first",
+        );
+    }
+    expect_rejected(
+        &site,
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 99999999999999999999999999\r\n\r\nhello",
+        &[400, 413],
+        "a Content-Length of 26 digits (more than any integer holds)",
+        "a length that does not fit in a usize is a client error (400, or 413: it announces more than 1 MiB); does your parse overflow or wrap?",
+    );
+    // 2^64 + 5 in hex: a chunk-size parser that wraps reads a 5-byte chunk.
+    expect_rejected(
+        &site,
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000005\r\nhello\r\n0\r\n\r\n",
+        &[400, 413],
+        "a chunk size of 17 hex digits (2^64 + 5)",
+        "a chunk size too large for a usize must be rejected (400 or 413), not wrapped: do you multiply by 16 with overflow checks, or limit the number of digits?",
+    );
+}
+
+// Header names and the Connection header's tokens are case-insensitive: `connection: Close`,
+// `CONNECTION: keep-alive, CLOSE` close the connection, `content-LENGTH` frames a body, and an
+// HTTP/1.0 client's `Connection: Keep-Alive` keeps it open.
+#[test]
+fn test_27_header_names_and_connection_tokens_in_any_case() {
+    let site = Site::spawn(BIN);
+    for connection in ["connection: Close", "CONNECTION: keep-alive, CLOSE"] {
+        let mut c = site.connect();
+        let req = format!("GET /hello/case HTTP/1.1\r\nHost: test\r\n{connection}\r\n\r\n");
+        c.hint(format!(
+            "the client sent `{connection}`: header names and Connection's comma-separated tokens compare case-insensitively (eq_ignore_ascii_case), so this asks to close"
+        ));
+        c.send(req.as_bytes());
+        let r = http::read_response(&mut c);
+        expect(
+            &c,
+            &r,
+            Want {
+                status: 200,
+                body: Some(b"hello, case\n"),
+                ..Want::default()
+            },
+            &format!("GET with `{connection}`"),
+        );
+        c.expect_closed();
+    }
+    let mut c = site.connect();
+    c.hint("`content-LENGTH: 5` is Content-Length: header names are case-insensitive");
+    c.send(b"POST /echo HTTP/1.1\r\nHost: test\r\ncontent-LENGTH: 5\r\n\r\nhello");
+    let r = http::read_response(&mut c);
+    expect(
+        &c,
+        &r,
+        Want {
+            status: 200,
+            body: Some(b"hello"),
+            ..Want::default()
+        },
+        "POST /echo framed by `content-LENGTH: 5`",
+    );
+    let mut c = site.connect();
+    c.hint("an HTTP/1.0 client that sends `Connection: Keep-Alive` (any case) asks to stay open");
+    for name in ["one", "two"] {
+        c.send(
+            format!("GET /hello/{name} HTTP/1.0\r\nHost: test\r\nConnection: Keep-Alive\r\n\r\n")
+                .as_bytes(),
+        );
+        let r = http::read_response(&mut c);
+        expect(
+            &c,
+            &r,
+            Want {
+                status: 200,
+                body: Some(format!("hello, {name}\n").as_bytes()),
+                ..Want::default()
+            },
+            "HTTP/1.0 with `Connection: Keep-Alive`",
+        );
+    }
+    site.server.expect_alive("sent headers in mixed case");
 }
