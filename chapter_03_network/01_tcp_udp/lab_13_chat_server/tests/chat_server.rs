@@ -414,3 +414,63 @@ fn test_10_runs_on_one_thread_while_serving_21_clients() {
     server.expect_alive("served 21 clients");
     drop(crowd);
 }
+
+// What a leaving client leaves behind: its unterminated tail is not a message. a sends a line
+// without its newline and half-closes; once the server has closed a, c's next line must be the
+// first thing b gets (a server that flushes the tail at end of file sends it first).
+#[test]
+fn test_11_drops_the_unterminated_tail_of_a_client_that_leaves() {
+    let server = Server::spawn(BIN);
+    let (mut a, mut b, mut c) = three(&server);
+    a.send(b"goodbye without a newline");
+    a.half_close();
+    a.hint("a sent a tail with no newline and half-closed: it has left, so the server should close its connection");
+    a.expect_closed();
+    c.send_line("c after a left");
+    b.hint("a left with an unterminated tail \"goodbye without a newline\": the README says it is dropped, not broadcast. b's next bytes should be c's line: do you flush the partial line at end of file?");
+    b.expect_bytes(b"c after a left\n");
+    server.expect_alive("had a client leave with an unterminated line");
+}
+
+// The line limit holds across reads: 60,000 bytes of a line (read by the server), then 6,000 more
+// and the newline: the line is 66,001 bytes, over the limit, so the sender gets the error and is
+// closed, and nobody gets any of it.
+#[test]
+fn test_12_counts_the_line_limit_across_reads() {
+    let server = Server::spawn(BIN);
+    let (mut a, mut b, mut c) = three(&server);
+    a.send(&vec![b'P'; 60_000]);
+    // The first part is in the server's buffer once its side of a's
+    // connection holds nothing unread: a /proc fact with no event.
+    let (srv, me) = (server.addr(), a.local_addr());
+    let read = settle(
+        SETTLE_DEADLINE,
+        || labkit::procfs::tcp_connection(srv, me).map(|s| s.rx_queue),
+        |q| q == Some(0),
+    );
+    if read.is_err() {
+        a.report()
+            .did("sent 60000 bytes of a line, no newline")
+            .expected("the server to read them (Recv-Q 0 on its side)")
+            .got("they were still unread")
+            .hint("does the server read a connection until WouldBlock?")
+            .fail();
+    }
+    let mut rest = vec![b'Q'; 6_000];
+    rest.push(b'\n');
+    a.send(&rest);
+    a.hint("a sent a line of 66001 bytes (newline included) in two parts, the first already read: the limit is 65536 for the whole line, so a should get \"error: line too long\\n\" and be closed. Do you check the length of partial tail + new bytes up to the newline?");
+    let reply = a.read_line();
+    if !reply.starts_with("error") {
+        a.report()
+            .expected("a line starting with \"error\" (\"error: line too long\\n\")")
+            .got(format!("{reply:?}"))
+            .hint("is the limit checked only while no newline has come?")
+            .fail();
+    }
+    a.expect_closed();
+    c.send_line("c after the long line");
+    b.hint("a's 66001-byte line is over the limit and must reach nobody: b's next bytes should be c's line");
+    b.expect_bytes(b"c after the long line\n");
+    server.expect_alive("sent a line over the limit in two parts");
+}
