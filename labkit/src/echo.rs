@@ -27,7 +27,7 @@
 //! | `test_05_serves_a_second_client_while_the_first_is_idle` | concurrency at all |
 //! | `test_06_serves_50_clients_at_once_with_interleaved_traffic` | no cross-talk |
 //! | `test_07_echoes_everything_then_closes_after_a_half_close` | end of file ends the connection, not the echo |
-//! | `test_08_survives_a_client_that_resets_mid_transfer` | RST: `ECONNRESET` / `EPIPE` are per connection |
+//! | `test_08_survives_a_client_that_resets_mid_transfer` | RST: `ECONNRESET` / `EPIPE` are per connection, and release its socket |
 //! | `test_09_serves_others_while_a_client_stops_reading` | a vanished client blocks only itself |
 //! | `test_10_closes_every_finished_connection_no_fd_leak` | 200 connections, fds back to where they were |
 //! | `test_11_heavy_slow_reader_gets_every_byte` (`bounded_rss: false`) or `test_11_heavy_slow_reader_gets_every_byte_in_bounded_memory` (`true`) | backpressure |
@@ -308,13 +308,15 @@ pub fn half_close(bin: &str) {
 }
 
 /// test_08: one client resets (RST) while its echo is in flight; another
-/// client, connected all along, and a new one are still served.
+/// client, connected all along, and a new one are still served, and the
+/// reset connection's socket is released.
 #[track_caller]
 pub fn reset_mid_transfer(bin: &str) {
     let server = Server::spawn(bin);
     let mut other = Client::connect_to(&server);
     other.send_line("a client connected before the reset");
     other.expect_bytes(b"a client connected before the reset\n");
+    let base = server.open_fds();
 
     let mut bad = Client::connect_to(&server);
     bad.send_line("this client will reset");
@@ -333,6 +335,29 @@ pub fn reset_mid_transfer(bin: &str) {
     let mut fresh = Client::connect_to(&server);
     fresh.send_line("a client connected after the reset");
     fresh.expect_bytes(b"a client connected after the reset\n");
+    drop(fresh);
+    // The error path releases what the connection held: its socket. A
+    // /proc fact with no event to wait on, so it is polled with a deadline.
+    if let Err(now) = settle(SETTLE_DEADLINE, || server.open_fds(), |n| n <= base) {
+        server
+            .report()
+            .did(format!(
+                "one client connected and was served; the server had {base} files open"
+            ))
+            .did("a second client pushed data without reading, then reset its connection (RST); a third connected, was served, and closed")
+            .expected(format!(
+                "the server's open files (/proc/{}/fd) back to {base} within {SETTLE_DEADLINE:?}",
+                server.pid()
+            ))
+            .got(format!(
+                "{now} files still open, {} more than before",
+                now.saturating_sub(base)
+            ))
+            .hint(
+                "when a read or write fails (ECONNRESET, EPIPE), do you close that connection (deregister it and drop the socket), as you do at end of file? An error that is only logged, or a WouldBlock-style retry, keeps the socket open forever",
+            )
+            .fail();
+    }
     server.expect_alive("reset a connection mid-transfer");
 }
 
