@@ -668,3 +668,74 @@ fn test_10_exits_with_an_error_naming_a_missing_cert_or_key_file() {
             );
     }
 }
+
+// The other startup errors the README names: a certificate file that holds no certificate, a
+// key file that holds no key, and a key that does not fit the leaf. Each is one line on stderr
+// naming a file, a non-zero exit, and never a `listening on` line.
+#[test]
+fn test_11_exits_with_an_error_for_a_file_without_a_cert_or_key_or_a_key_that_does_not_fit() {
+    let pki = pki();
+    let stranger = pki.dir.path().join("another-key.pem");
+    let other = KeyPair::generate().expect("[test] could not make a key");
+    std::fs::write(&stranger, other.serialize_pem())
+        .expect("[test] could not write another-key.pem");
+    let cases: [(&str, &Path, &Path, &[&Path]); 3] = [
+        (
+            "a CERT_PEM that holds only a private key (no certificate)",
+            &pki.key_path,
+            &pki.key_path,
+            &[&pki.key_path],
+        ),
+        (
+            "a KEY_PEM that holds only certificates (no key)",
+            &pki.cert_path,
+            &pki.cert_path,
+            &[&pki.cert_path],
+        ),
+        (
+            "a KEY_PEM whose key does not fit the leaf certificate",
+            &pki.cert_path,
+            &stranger,
+            &[&stranger, &pki.cert_path],
+        ),
+    ];
+    for (what, cert, key, names) in cases {
+        let out = Cmd::new(BIN)
+            .arg("127.0.0.1:0")
+            .arg(cert)
+            .arg(key)
+            .deadline(DEADLINE)
+            .run();
+        let stderr = out.stderr_text();
+        let named = names
+            .iter()
+            .any(|p| stderr.contains(&p.display().to_string()));
+        let listened = out.stdout_text().contains("listening on");
+        out.report()
+            .did(format!("started the server with {what}"))
+            .expected(format!(
+                "a non-zero exit code before listening, and a line on stderr naming {}",
+                names
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ))
+            .got(format!(
+                "{}; named the file: {named}; printed `listening on`: {listened}",
+                out.ending()
+            ))
+            .hint(if out.panicked() {
+                "a panic is not an error message: print one line naming the file and exit(1)"
+            } else {
+                "a file that parses but holds no certificate (or no key) is an error too: check that you got at least one, and let rustls tell you when the key does not fit (with_single_cert returns an error), before you bind"
+            })
+            .check(
+                !out.timed_out
+                    && out.code.is_some_and(|c| c != 0)
+                    && named
+                    && !listened
+                    && !out.panicked(),
+            );
+    }
+}
