@@ -307,9 +307,10 @@ pub fn half_close(bin: &str) {
     server.expect_alive("half-closed a connection");
 }
 
-/// test_08: one client resets (RST) while its echo is in flight; another
-/// client, connected all along, and a new one are still served, and the
-/// reset connection's socket is released.
+/// test_08: one client resets (RST) while idle, another while its echo is
+/// in flight (so both the read and the write error paths run); a client
+/// connected all along and a new one are still served, and both reset
+/// connections' sockets are released.
 #[track_caller]
 pub fn reset_mid_transfer(bin: &str) {
     let server = Server::spawn(bin);
@@ -317,6 +318,13 @@ pub fn reset_mid_transfer(bin: &str) {
     other.send_line("a client connected before the reset");
     other.expect_bytes(b"a client connected before the reset\n");
     let base = server.open_fds();
+
+    // An idle reset first: everything echoed, nothing pending, so the
+    // server learns of the RST only from its next read (ECONNRESET).
+    let mut idle = Client::connect_to(&server);
+    idle.send_line("this client will reset while idle");
+    idle.expect_bytes(b"this client will reset while idle\n");
+    idle.reset();
 
     let mut bad = Client::connect_to(&server);
     bad.send_line("this client will reset");
@@ -344,7 +352,9 @@ pub fn reset_mid_transfer(bin: &str) {
             .did(format!(
                 "one client connected and was served; the server had {base} files open"
             ))
-            .did("a second client pushed data without reading, then reset its connection (RST); a third connected, was served, and closed")
+            .did("a second client was served, then reset its connection (RST) while idle: the server's next read fails with ECONNRESET")
+            .did("a third client pushed data without reading, then reset its connection: the server's next write fails with ECONNRESET or EPIPE")
+            .did("a fourth connected, was served, and closed")
             .expected(format!(
                 "the server's open files (/proc/{}/fd) back to {base} within {SETTLE_DEADLINE:?}",
                 server.pid()
