@@ -33,7 +33,7 @@
 //! | `test_11_wrong_method_gets_405_with_allow` | 405 and an `Allow` header naming the right methods |
 //! | `test_12_malformed_requests_get_400_and_the_server_survives` | bad request lines, headers, lengths, chunk sizes |
 //! | `test_13_a_body_over_1_mib_gets_413_without_being_sent` | exactly 1 MiB is echoed; 1 MiB + 1 announced gets 413 at once |
-//! | `test_14_headers_over_the_limit_get_431` | half the limit works, twice the limit gets 431 |
+//! | `test_14_headers_over_the_limit_get_431` | heads of limit - 1 and limit bytes (blank line included) are served; limit + 1 and twice the limit get 431 |
 //! | `test_15_serves_static_files_with_their_content_type` | by extension, nested, spaces in names, binary; 404 when missing |
 //! | `test_16_never_serves_a_file_outside_the_static_dir` | `..`, `%2e%2e`, `%2f`, absolute paths: a 4xx, never the secret |
 //! | `test_17_decodes_a_chunked_request_body` | `Transfer-Encoding: chunked` bodies are decoded, the next request parses |
@@ -1036,43 +1036,43 @@ pub fn too_large(bin: &str) {
     site.server.expect_alive("announced bodies over 1 MiB");
 }
 
-/// test_14: a head of half the limit is served; one of twice the limit
-/// gets 431.
+/// test_14: the head limit counts the request line, the headers and the
+/// blank line: heads of limit - 1 and limit bytes are served, limit + 1
+/// and twice the limit get 431 (an off-by-one at the limit is the classic
+/// bug, so both sides of it are sent).
 #[track_caller]
 pub fn header_limit(bin: &str, limit: usize) {
     let site = Site::spawn(bin);
-    let under = "u".repeat(limit / 2);
-    let mut c = site.connect();
-    c.send(&http::request(
-        "GET",
-        "/hello/big",
-        &[("X-Fill", &under)],
-        b"",
-    ));
-    let r = http::read_response(&mut c);
-    expect(
-        &c,
-        &r,
-        text("hello, big\n"),
-        &format!(
-            "a head of about {} bytes is under the {limit}-byte limit: serve it",
-            limit / 2
-        ),
-    );
-    drop(c);
-    let over = "o".repeat(limit * 2);
-    let mut c = site.connect();
-    c.hint(format!("the request line and headers ran to {} bytes, over the {limit}-byte limit: answer 431 Request Header Fields Too Large once you have read more than the limit without finding the blank line, then close", limit * 2));
-    let req = http::request("GET", "/hello/huge", &[("X-Fill", &over)], b"");
-    send_while_open(&mut c, &req);
-    let r = http::read_response(&mut c);
-    expect(
-        &c,
-        &r,
-        status(431),
-        "a head over the limit gets 431 Request Header Fields Too Large",
-    );
-    site.server.expect_alive("sent a head over the limit");
+    // The request without the filler, to size the filler exactly.
+    let bare = http::request("GET", "/hello/big", &[("X-Fill", "")], b"").len();
+    for total in [limit / 2, limit - 1, limit, limit + 1, limit * 2] {
+        let fill = "f".repeat(total - bare);
+        let req = http::request("GET", "/hello/big", &[("X-Fill", &fill)], b"");
+        debug_assert_eq!(req.len(), total);
+        let mut c = site.connect();
+        c.hint(format!(
+            "the head (request line + headers + the blank line that ends them) was {total} bytes; the limit is {limit}: up to {limit} bytes are served, {} and more get 431 Request Header Fields Too Large, then close",
+            limit + 1
+        ));
+        send_while_open(&mut c, &req);
+        let r = http::read_response(&mut c);
+        if total <= limit {
+            expect(
+                &c,
+                &r,
+                text("hello, big\n"),
+                &format!("a {total}-byte head is within the {limit}-byte limit: serve it"),
+            );
+        } else {
+            expect(
+                &c,
+                &r,
+                status(431),
+                &format!("a {total}-byte head is over the {limit}-byte limit: 431"),
+            );
+        }
+    }
+    site.server.expect_alive("sent heads around the limit");
 }
 
 /// test_15: every static file with its type and bytes; missing ones 404.

