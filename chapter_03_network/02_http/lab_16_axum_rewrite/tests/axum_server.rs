@@ -198,35 +198,23 @@ fn test_21_sum_rejects_missing_or_bad_parameters_with_a_json_400() {
         200,
         "GET /sum?a=1&b=2 answers {\"sum\": 3}",
     );
-    for query in ["?a=1", "?b=1", "", "?a=1&b=two", "?a=1.5&b=2", "?a=&b=1"] {
-        let path = format!("/sum{query}");
-        let got = fetch(&site, "GET", &path, None);
-        expect_json_error(
-            &site,
-            &format!("sent GET {path}"),
-            &got,
-            400,
-            "a and b are both required i64s: a missing one is not 0. Let Query<T> reject it, and turn its rejection into 400 {\"error\": \"...\"} with Content-Type application/json",
-        );
-    }
+    let missing = "a and b are both required i64s: a missing one is not 0. Let Query<T> reject it, and turn its rejection into 400 {\"error\": \"...\"} with Content-Type application/json";
     // Arithmetic on what the client sent: a sum past i64 is a client error,
     // never a wrapped number (release builds) or a panic (debug builds,
     // which kill the connection's task: no answer at all).
-    for query in [
+    let overflow = "a + b can overflow i64 (and a number past i64 cannot be parsed at all): i64::checked_add gives None instead of a wrapped sum or a panic; answer that with 400 {\"error\": \"...\"}";
+    let bad = ["?a=1", "?b=1", "", "?a=1&b=two", "?a=1.5&b=2", "?a=&b=1"].map(|q| (q, missing));
+    let past_i64 = [
         "?a=9223372036854775807&b=1",
         "?a=-9223372036854775808&b=-1",
         "?a=9223372036854775807&b=9223372036854775807",
         "?a=9223372036854775808&b=0",
-    ] {
+    ]
+    .map(|q| (q, overflow));
+    for (query, hint) in bad.into_iter().chain(past_i64) {
         let path = format!("/sum{query}");
         let got = fetch(&site, "GET", &path, None);
-        expect_json_error(
-            &site,
-            &format!("sent GET {path}"),
-            &got,
-            400,
-            "a + b can overflow i64 (and a number past i64 cannot be parsed at all): i64::checked_add gives None instead of a wrapped sum or a panic; answer that with 400 {\"error\": \"...\"}",
-        );
+        expect_json_error(&site, &format!("sent GET {path}"), &got, 400, hint);
     }
     site.server.expect_alive("sent bad /sum requests");
 }
