@@ -446,3 +446,50 @@ fn test_10_a_missing_file_is_an_error_not_a_panic() {
         }
     }
 }
+
+// Both read modes count right when the file ends mid-chunk, on a chunk edge, or without a final newline: only the bytes each read returned count.
+#[test]
+fn test_11_read_modes_count_files_ending_at_and_around_a_16_byte_edge() {
+    let dir = scratch();
+    // Each file starts with a chunk of newlines, so a count over the whole
+    // 16-byte buffer after a short last read sees stale newlines.
+    let newlines = "\n".repeat(16);
+    let cases: Vec<(String, &str)> = vec![
+        (
+            format!("{newlines}ab"),
+            "a short last read without a newline",
+        ),
+        (newlines.clone(), "exactly one 16-byte chunk"),
+        (
+            format!("{newlines}{newlines}"),
+            "exactly two 16-byte chunks",
+        ),
+        (
+            format!("{}x", &newlines[1..]),
+            "15 newlines and an unterminated x",
+        ),
+        (
+            format!("{newlines}\n"),
+            "17 newlines: one byte past the edge",
+        ),
+        ("no newline at all".to_string(), "text with no newline"),
+    ];
+    for (i, (text, what)) in cases.iter().enumerate() {
+        let name = format!("case{i}.txt");
+        std::fs::write(dir.path().join(&name), text).expect("write the input file");
+        let lines = text.bytes().filter(|&b| b == b'\n').count();
+        let expected = format!("{} bytes, {lines} lines\n", text.len());
+        for mode in ["read-big", "read-small"] {
+            let out = cmd(dir.path(), &[mode, &name]).run();
+            out.expect_success();
+            if out.stdout_text() != expected {
+                out.report()
+                    .did(format!("wrote {name}: {what}, {} bytes", text.len()))
+                    .expected(format!("stdout {}", labkit::report::show(expected.as_bytes())))
+                    .got(format!("stdout {}", labkit::report::show(&out.stdout)))
+                    .hint("count the bytes each read returned (`n`) and the newlines in `buf[..n]`: after a short read the rest of the buffer still holds the previous chunk")
+                    .fail();
+            }
+        }
+    }
+}

@@ -4,8 +4,9 @@
 //! (`labkit::echo_suite!`; see labkit/src/echo.rs for what each does), here
 //! with 1000 concurrent connections and a memory bound for the slow reader.
 //! Tests from 20 are about this lab: a clean exit on SIGTERM and SIGINT with
-//! clients still connected, and an OS thread count that does not grow with
-//! the connections (`/proc/<pid>/status`).
+//! clients still connected, an OS thread count that does not grow with
+//! the connections (`/proc/<pid>/status`), and running out of file
+//! descriptors without exiting or spinning.
 
 use labkit::client::{Client, many};
 use labkit::server::Server;
@@ -110,4 +111,14 @@ fn test_22_thread_count_does_not_grow_with_connections() {
     }
     server.expect_alive(format!("held {IDLE} idle connections"));
     drop(first);
+}
+
+// With its open-file limit at 64 and 100 clients connecting, the server keeps serving, stays idle (no busy loop on EMFILE), and serves new clients once the crowd leaves.
+#[test]
+fn test_23_heavy_survives_running_out_of_file_descriptors_without_spinning() {
+    labkit::echo::survives_fd_exhaustion_without_spinning(
+        BIN,
+        "epoll_wait (the runtime's driver)",
+        "accept fails with EMFILE while the connection stays queued, so the listener stays ready and the next accept fails at once: log the error and pause (tokio::time::sleep) before accepting again; returning the error with `?` ends the accept loop and the server",
+    );
 }
