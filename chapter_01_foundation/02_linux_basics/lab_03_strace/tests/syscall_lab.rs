@@ -465,8 +465,8 @@ fn test_11_read_modes_count_files_ending_at_and_around_a_16_byte_edge() {
             "exactly two 16-byte chunks",
         ),
         (
-            format!("{}x", &newlines[1..]),
-            "15 newlines and an unterminated x",
+            format!("{}x", &newlines[2..]),
+            "14 newlines and an unterminated x: one byte short of the edge",
         ),
         (
             format!("{newlines}\n"),
