@@ -52,6 +52,26 @@ impl Cargo {
         cmd
     }
 
+    /// Starts cargo with `args` and `-p` for each of `packages`, stdout
+    /// piped for the caller to read.
+    fn spawn_for<'a>(
+        &self,
+        mut args: Vec<&'a str>,
+        packages: &'a [String],
+        stderr: Stdio,
+        what: &str,
+    ) -> Result<std::process::Child> {
+        for p in packages {
+            args.push("-p");
+            args.push(p);
+        }
+        self.command(&args)
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .with_context(|| format!("cannot run {what}"))
+    }
+
     fn bar(&self, len: u64, msg: &str) -> ProgressBar {
         if !self.progress {
             return ProgressBar::hidden();
@@ -75,22 +95,13 @@ impl Cargo {
         label: &str,
     ) -> Result<BTreeMap<String, String>> {
         self.log(&format!("{label}: building {} packages", packages.len()));
-        let mut args = vec![
+        let args = vec![
             "build",
             "--tests",
             "--keep-going",
             "--message-format=json-diagnostic-rendered-ansi",
         ];
-        for p in packages {
-            args.push("-p");
-            args.push(p);
-        }
-        let mut child = self
-            .command(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot run cargo")?;
+        let mut child = self.spawn_for(args, packages, Stdio::null(), "cargo")?;
         let estimate = self.crate_count_estimate();
         let bar = self.bar(estimate, label);
         let mut errors: BTreeMap<String, String> = BTreeMap::new();
@@ -236,7 +247,7 @@ impl Cargo {
         profile: &str,
         label: &str,
     ) -> Result<Vec<TestResult>> {
-        let mut args = vec![
+        let args = vec![
             "nextest",
             "run",
             "--no-fail-fast",
@@ -253,16 +264,7 @@ impl Cargo {
             "--profile",
             profile,
         ];
-        for p in packages {
-            args.push("-p");
-            args.push(p);
-        }
-        let mut child = self
-            .command(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("cannot run cargo nextest")?;
+        let mut child = self.spawn_for(args, packages, Stdio::piped(), "cargo nextest")?;
         // nextest writes results to stderr; drain stdout (test output of
         // passing tests is captured by nextest anyway) on its own thread.
         let stdout = child.stdout.take().expect("piped");

@@ -72,37 +72,7 @@ enum Cmd {
     /// Check prerequisites (Rust, strace, PostgreSQL, Redis, open-file limit).
     Doctor,
     /// Measure the servers under load: `bench echo` (labs 09-12) or `bench chat` (lab 13).
-    Bench {
-        /// echo or chat.
-        suite: String,
-        /// Measure the reference solutions instead of your src/.
-        #[arg(long)]
-        solution: bool,
-        /// A short run: one round, shorter windows, fewer connection counts.
-        #[arg(long)]
-        quick: bool,
-        /// CPU for server and client ("0"), one each ("0,1"), or "none".
-        #[arg(long, default_value = "0")]
-        pin: String,
-        /// Rounds (default 3, quick 1); servers rotate order each round.
-        #[arg(long)]
-        rounds: Option<usize>,
-        /// Connection (echo) or receiver (chat) counts, comma-separated.
-        #[arg(long, value_delimiter = ',')]
-        conns: Vec<u64>,
-        /// Warm-up before each measured window, in milliseconds.
-        #[arg(long)]
-        warmup_ms: Option<u64>,
-        /// Length of each measured window, in milliseconds.
-        #[arg(long)]
-        duration_ms: Option<u64>,
-        /// Use this load generator instead of building one (for tests).
-        #[arg(long, hide = true)]
-        loadgen: Option<PathBuf>,
-        /// Measure this server, `name=program args` (for tests); skips the build.
-        #[arg(long, hide = true)]
-        server: Vec<String>,
-    },
+    Bench(bench::Options),
     /// The course's own test suite: solutions pass, starters fail, mutants are caught.
     Verify {
         /// Labs to verify (default: every ready lab).
@@ -168,33 +138,7 @@ fn run(cli: Cli, style: &Style) -> Result<bool> {
         Cmd::Reset { lab } => learner::reset(&course, &course.find(&lab)?).map(|_| true),
         Cmd::Sync => learner::sync(&course, &cargo).map(|()| true),
         Cmd::Doctor => unreachable!("handled above"),
-        Cmd::Bench {
-            suite,
-            solution,
-            quick,
-            pin,
-            rounds,
-            conns,
-            warmup_ms,
-            duration_ms,
-            loadgen,
-            server,
-        } => bench::bench(
-            &course,
-            &bench::Options {
-                suite,
-                solution,
-                quick,
-                pin,
-                rounds,
-                conns,
-                warmup_ms,
-                duration_ms,
-                loadgen,
-                servers: server,
-            },
-            style,
-        ),
+        Cmd::Bench(options) => bench::bench(&course, &options, style),
         Cmd::Verify { labs } => {
             let selected = if labs.is_empty() {
                 course.ready_labs()

@@ -520,18 +520,12 @@ impl Client {
             ),
         };
         if let Some(diff) = first_difference(expected, &got) {
-            let got_text = format!(
-                "{} bytes that differ{}\n{diff}",
-                got.len(),
-                self.server_suffix()
+            self.fail_with(
+                format!("{n} bytes back: {}", show(expected)),
+                format!("{} bytes that differ", got.len()),
+                Some(format!("\n{diff}")),
+                "compare the bytes above: is something added, dropped or reordered (a buffer written twice, or bytes past the end of what was read)?",
             );
-            self.report()
-                .expected(format!("{n} bytes back: {}", show(expected)))
-                .got(got_text)
-                .hint(self.hint_or(
-                    "compare the bytes above: is something added, dropped or reordered (a buffer written twice, or bytes past the end of what was read)?",
-                ))
-                .fail();
         }
         self
     }
@@ -548,28 +542,25 @@ impl Client {
                 Fill::Quiet | Fill::Parked(_) => return self,
                 Fill::Progress => {}
                 Fill::Closed => {
-                    let got = format!("{}{}", self.closed_phrase(), self.server_suffix());
-                    self.report()
-                        .expected(format!("nothing for {duration:?}, on an open connection"))
-                        .got(got)
-                        .hint(self.hint_or("why does the server close this connection?"))
-                        .fail();
+                    self.fail_with(
+                        format!("nothing for {duration:?}, on an open connection"),
+                        self.closed_phrase(),
+                        None,
+                        "why does the server close this connection?",
+                    );
                 }
             }
         }
-        let got = format!(
-            "{} bytes within {duration:?}: {}{}",
-            self.inbox.len(),
-            show(&self.inbox),
-            self.server_suffix()
-        );
-        self.report()
-            .expected(format!("nothing for {duration:?}"))
-            .got(got)
-            .hint(self.hint_or(
-                "should this client receive that at all? e.g. is a message sent back to its own sender?",
-            ))
-            .fail()
+        self.fail_with(
+            format!("nothing for {duration:?}"),
+            format!(
+                "{} bytes within {duration:?}: {}",
+                self.inbox.len(),
+                show(&self.inbox)
+            ),
+            None,
+            "should this client receive that at all? e.g. is a message sent back to its own sender?",
+        )
     }
 
     /// Fails unless the server closes the connection (end of file or reset)
@@ -580,47 +571,29 @@ impl Client {
             match self.fill(self.read_deadline) {
                 Fill::Closed => return self,
                 Fill::Progress => {}
-                Fill::Parked(p) => {
-                    let got = format!("{}{}", p.describe(self.conn()), self.server_suffix());
-                    self.report()
-                        .expected(format!(
-                            "the server to close the connection within {:?}",
-                            self.read_deadline
-                        ))
-                        .got(got)
-                        .hint(self.hint_or(p.hint(self.conn())))
-                        .fail();
-                }
-                Fill::Quiet => {
-                    let got = format!(
-                        "the connection was still open after {:?} of silence{}",
-                        self.read_deadline,
-                        self.server_suffix()
-                    );
-                    self.report()
-                        .expected(format!(
-                            "the server to close the connection within {:?}",
-                            self.read_deadline
-                        ))
-                        .got(got)
-                        .hint(self.hint_or(
-                            "do you close (drop) the socket here, in every path, including errors?",
-                        ))
-                        .fail();
-                }
+                Fill::Parked(p) => self.fail_with(
+                    expected_close(self.read_deadline),
+                    p.describe(self.conn()),
+                    None,
+                    p.hint(self.conn()),
+                ),
+                Fill::Quiet => self.fail_with(
+                    expected_close(self.read_deadline),
+                    format!(
+                        "the connection was still open after {:?} of silence",
+                        self.read_deadline
+                    ),
+                    None,
+                    "do you close (drop) the socket here, in every path, including errors?",
+                ),
             }
         }
-        let got = format!(
-            "{} more bytes: {}{}",
-            self.inbox.len(),
-            show(&self.inbox),
-            self.server_suffix()
-        );
-        self.report()
-            .expected("the server to close the connection, sending nothing more")
-            .got(got)
-            .hint(self.hint_or("what does the server still send here, and why?"))
-            .fail()
+        self.fail_with(
+            "the server to close the connection, sending nothing more",
+            format!("{} more bytes: {}", self.inbox.len(), show(&self.inbox)),
+            None,
+            "what does the server still send here, and why?",
+        )
     }
 
     /// Closes the sending side (`shutdown(SHUT_WR)`): the server reads end of
@@ -845,26 +818,20 @@ impl Client {
                 "did the server close or reset the connection before reading everything?",
             ),
         };
-        let got = format!("{got}{}", self.server_suffix());
-        self.report()
-            .expected(format!("to send all {len} bytes"))
-            .got(got)
-            .hint(self.hint_or(hint))
-            .fail()
+        self.fail_with(format!("to send all {len} bytes"), got, None, hint)
     }
 
     #[track_caller]
     fn fail_send_parked(&self, off: usize, len: usize, parked: Parked) -> ! {
-        let got = format!(
-            "sent {off} of {len} bytes, then the socket's send buffer stayed full; {}{}",
-            parked.describe(self.conn()),
-            self.server_suffix()
-        );
-        self.report()
-            .expected(format!("to send all {len} bytes"))
-            .got(got)
-            .hint(self.hint_or(parked.hint(self.conn())))
-            .fail()
+        self.fail_with(
+            format!("to send all {len} bytes"),
+            format!(
+                "sent {off} of {len} bytes, then the socket's send buffer stayed full; {}",
+                parked.describe(self.conn())
+            ),
+            None,
+            parked.hint(self.conn()),
+        )
     }
 
     fn closed_phrase(&self) -> String {
@@ -884,6 +851,29 @@ impl Client {
     fn hint_or(&self, default: &str) -> String {
         self.hint.clone().unwrap_or_else(|| default.to_string())
     }
+
+    /// Fails the test: `got`, then how the server fared (if it exited),
+    /// then `after` (a diff); the test's own hint wins over `hint`.
+    #[track_caller]
+    fn fail_with(
+        &self,
+        expected: impl Display,
+        got: impl Display,
+        after: Option<String>,
+        hint: impl AsRef<str>,
+    ) -> ! {
+        let got = format!("{got}{}{}", self.server_suffix(), after.unwrap_or_default());
+        self.report()
+            .expected(expected)
+            .got(got)
+            .hint(self.hint_or(hint.as_ref()))
+            .fail()
+    }
+}
+
+/// What `expect_closed` waited for.
+fn expected_close(deadline: Duration) -> String {
+    format!("the server to close the connection within {deadline:?}")
 }
 
 /// The hints of a read that went quiet: one for when nothing of what was

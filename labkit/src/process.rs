@@ -25,12 +25,120 @@
 //! from `/proc` while their ancestor is still unreaped (so the list is
 //! current and no pid in it was recycled), then the program itself.
 
+use std::ffi::{OsStr, OsString};
+use std::fmt::Write as _;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
 use std::process::{ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
+
+/// What to start: the program, its arguments, environment and directory.
+/// [`crate::run::Cmd`], [`crate::server::ServerBuilder`] and
+/// [`crate::session::Session`] each hold one and add only their own
+/// options (stdin, limits, deadlines); the builder setters they share come
+/// from [`launch_setters!`].
+#[derive(Debug, Clone)]
+pub(crate) struct Launch {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    pub env: Vec<(OsString, OsString)>,
+    pub cwd: Option<PathBuf>,
+}
+
+impl Launch {
+    pub(crate) fn new(program: impl AsRef<Path>) -> Self {
+        Launch {
+            program: program.as_ref().to_path_buf(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+        }
+    }
+
+    pub(crate) fn arg(&mut self, arg: impl AsRef<OsStr>) {
+        self.args.push(arg.as_ref().to_os_string());
+    }
+
+    /// A `Command` with the program, arguments, environment and directory
+    /// set; the caller adds the standard streams.
+    pub(crate) fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command.args(&self.args);
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        if let Some(dir) = &self.cwd {
+            command.current_dir(dir);
+        }
+        command
+    }
+
+    /// The command as a learner would type it: the program's name without
+    /// its path, and arguments quoted where a shell would need it.
+    pub(crate) fn command_line(&self) -> String {
+        let name = self
+            .program
+            .file_name()
+            .unwrap_or(self.program.as_os_str())
+            .to_string_lossy();
+        let mut line = name.into_owned();
+        for a in &self.args {
+            let a = a.to_string_lossy();
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '"') {
+                let _ = write!(line, " {a:?}");
+            } else {
+                let _ = write!(line, " {a}");
+            }
+        }
+        line
+    }
+}
+
+/// The builder setters over a `launch: Launch` field: `arg`, `args`, `env`
+/// and `current_dir`, documented for `$what` ("the program", "the server").
+macro_rules! launch_setters {
+    ($what:literal) => {
+        #[doc = concat!("Adds one argument for ", $what, ".")]
+        pub fn arg(mut self, arg: impl AsRef<std::ffi::OsStr>) -> Self {
+            self.launch.arg(arg);
+            self
+        }
+
+        #[doc = concat!("Adds several arguments for ", $what, ".")]
+        pub fn args<I, S>(mut self, args: I) -> Self
+        where
+            I: IntoIterator<Item = S>,
+            S: AsRef<std::ffi::OsStr>,
+        {
+            for a in args {
+                self.launch.arg(a);
+            }
+            self
+        }
+
+        #[doc = concat!("Sets an environment variable for ", $what, ".")]
+        pub fn env(
+            mut self,
+            key: impl AsRef<std::ffi::OsStr>,
+            value: impl AsRef<std::ffi::OsStr>,
+        ) -> Self {
+            self.launch
+                .env
+                .push((key.as_ref().to_os_string(), value.as_ref().to_os_string()));
+            self
+        }
+
+        #[doc = concat!("Runs ", $what, " in `dir`.")]
+        pub fn current_dir(mut self, dir: impl AsRef<std::path::Path>) -> Self {
+            self.launch.cwd = Some(dir.as_ref().to_path_buf());
+            self
+        }
+    };
+}
+pub(crate) use launch_setters;
 
 /// A running (or ended) child process; cheap to clone, all clones see the
 /// same process. Dropping it neither kills nor waits: the layer above

@@ -13,19 +13,18 @@
 //! goes down, so any sample taken after the peak sees it; a program that
 //! holds a large buffer while it writes its output is always caught.
 
-use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::process::{Process, signal_name};
+use crate::process::{Launch, Process, launch_setters, signal_name};
 use crate::report::{Report, show};
 
 /// The deadline a command gets unless the test sets another.
@@ -57,10 +56,7 @@ enum Capture {
 /// A command to run; see the module docs.
 #[derive(Debug, Clone)]
 pub struct Cmd {
-    pub(crate) program: PathBuf,
-    pub(crate) args: Vec<OsString>,
-    env: Vec<(OsString, OsString)>,
-    cwd: Option<PathBuf>,
+    pub(crate) launch: Launch,
     input: Input,
     capture: Capture,
     deadline: Duration,
@@ -70,45 +66,14 @@ impl Cmd {
     /// A command for `program`, usually `env!("CARGO_BIN_EXE_<name>")`.
     pub fn new(program: impl AsRef<Path>) -> Self {
         Cmd {
-            program: program.as_ref().to_path_buf(),
-            args: Vec::new(),
-            env: Vec::new(),
-            cwd: None,
+            launch: Launch::new(program),
             input: Input::Null,
             capture: Capture::Keep,
             deadline: DEFAULT_DEADLINE,
         }
     }
 
-    /// Adds one argument.
-    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
-        self.args.push(arg.as_ref().to_os_string());
-        self
-    }
-
-    /// Adds several arguments.
-    pub fn args<I, S>(mut self, args: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
-        self.args
-            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
-        self
-    }
-
-    /// Sets an environment variable for the program.
-    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
-        self.env
-            .push((key.as_ref().to_os_string(), value.as_ref().to_os_string()));
-        self
-    }
-
-    /// Runs the program in `dir`.
-    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Self {
-        self.cwd = Some(dir.as_ref().to_path_buf());
-        self
-    }
+    launch_setters!("the program");
 
     /// Feeds these bytes to standard input, then closes it.
     pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
@@ -147,20 +112,7 @@ impl Cmd {
 
     /// The command as a learner would type it (program name without its path).
     pub fn command_line(&self) -> String {
-        let name = self
-            .program
-            .file_name()
-            .unwrap_or(self.program.as_os_str())
-            .to_string_lossy();
-        let mut line = name.into_owned();
-        for a in &self.args {
-            let a = a.to_string_lossy();
-            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '"') {
-                let _ = write!(line, " {a:?}");
-            } else {
-                let _ = write!(line, " {a}");
-            }
-        }
+        let mut line = self.launch.command_line();
         match &self.input {
             Input::Null => {}
             Input::Bytes(b) => {
@@ -178,8 +130,8 @@ impl Cmd {
     /// program cannot be started at all.
     #[track_caller]
     pub fn run(&self) -> Outcome {
-        let mut command = Command::new(&self.program);
-        command.args(&self.args).stderr(Stdio::piped());
+        let mut command = self.launch.command();
+        command.stderr(Stdio::piped());
         if self.capture == Capture::Closed {
             let (reader, writer) = std::io::pipe().expect("create a pipe for stdout");
             // Nobody will ever read: writes to `writer` fail with EPIPE.
@@ -187,12 +139,6 @@ impl Cmd {
             command.stdout(writer);
         } else {
             command.stdout(Stdio::piped());
-        }
-        for (k, v) in &self.env {
-            command.env(k, v);
-        }
-        if let Some(dir) = &self.cwd {
-            command.current_dir(dir);
         }
         command.stdin(match &self.input {
             Input::Null => Stdio::null(),

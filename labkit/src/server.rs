@@ -67,24 +67,23 @@
 //! shared between the tests of one binary.
 
 use std::collections::VecDeque;
-use std::ffi::{OsStr, OsString};
+
 use std::fmt::Display;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{ChildStderr, ChildStdout, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::process::Process;
 pub use crate::process::describe_exit;
 use crate::process::signal_short_name;
+use crate::process::{Launch, Process, launch_setters};
 use crate::report::{Report, show};
-use crate::run::Cmd;
 use crate::wait::{Conn, ParkWatch};
 
 /// How long a server gets to print `listening on <addr>` unless the test
@@ -122,48 +121,16 @@ const LINE: &str = "`listening on <addr>`";
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until you call `spawn`"]
 pub struct ServerBuilder {
-    program: PathBuf,
-    /// The first argument; `127.0.0.1:0` so the kernel picks a free port.
-    address: String,
-    /// Further arguments, after the address (a directory, upstreams, flags).
-    args: Vec<OsString>,
-    env: Vec<(OsString, OsString)>,
-    cwd: Option<PathBuf>,
+    /// The program and its arguments, the listen address (`127.0.0.1:0`,
+    /// so the kernel picks a free port) first.
+    launch: Launch,
     /// `RLIMIT_NOFILE` for the child, for fd-exhaustion tests.
     nofile: Option<u64>,
     ready_deadline: Duration,
 }
 
 impl ServerBuilder {
-    /// Adds an argument after the listen address.
-    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
-        self.args.push(arg.as_ref().to_os_string());
-        self
-    }
-
-    /// Adds several arguments after the listen address.
-    pub fn args<I, S>(mut self, args: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
-        self.args
-            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
-        self
-    }
-
-    /// Sets an environment variable for the server.
-    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
-        self.env
-            .push((key.as_ref().to_os_string(), value.as_ref().to_os_string()));
-        self
-    }
-
-    /// Runs the server in `dir`.
-    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Self {
-        self.cwd = Some(dir.as_ref().to_path_buf());
-        self
-    }
+    launch_setters!("the server, after its listen address");
 
     /// Sets the server's limit on open files (soft and hard) to `n`, e.g. 64
     /// to test what it does when `accept` fails with `EMFILE`. Lowering the
@@ -185,23 +152,12 @@ impl ServerBuilder {
     /// fails the test with one sentence saying why when it does not.
     #[track_caller]
     pub fn spawn(self) -> Server {
-        let command_line = Cmd::new(&self.program)
-            .arg(&self.address)
-            .args(&self.args)
-            .command_line();
-        let mut command = Command::new(&self.program);
+        let command_line = self.launch.command_line();
+        let mut command = self.launch.command();
         command
-            .arg(&self.address)
-            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for (k, v) in &self.env {
-            command.env(k, v);
-        }
-        if let Some(dir) = &self.cwd {
-            command.current_dir(dir);
-        }
         if let Some(n) = self.nofile {
             let lim = libc::rlimit {
                 rlim_cur: n,
@@ -314,12 +270,10 @@ impl Server {
     /// A builder for extra arguments, environment, a lowered open-file limit
     /// or another deadline; finish with [`ServerBuilder::spawn`].
     pub fn builder(program: impl AsRef<Path>) -> ServerBuilder {
+        let mut launch = Launch::new(program);
+        launch.arg("127.0.0.1:0");
         ServerBuilder {
-            program: program.as_ref().to_path_buf(),
-            address: "127.0.0.1:0".to_string(),
-            args: Vec::new(),
-            env: Vec::new(),
-            cwd: None,
+            launch,
             nofile: None,
             ready_deadline: READY_DEADLINE,
         }

@@ -33,14 +33,13 @@ use std::ffi::OsStr;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{ChildStdin, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::process::{Process, signal_name};
+use crate::process::{Launch, Process, signal_name};
 use crate::report::Report;
-use crate::run::Cmd;
 
 /// How long a dropped session waits for the killed program to be reaped.
 const DROP_DEADLINE: Duration = Duration::from_secs(5);
@@ -72,14 +71,13 @@ impl Session {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let args: Vec<_> = args
-            .into_iter()
-            .map(|a| a.as_ref().to_os_string())
-            .collect();
-        let command_line = Cmd::new(program.as_ref()).args(&args).command_line();
-        let mut command = Command::new(program.as_ref());
+        let mut launch = Launch::new(program);
+        for a in args {
+            launch.arg(a);
+        }
+        let command_line = launch.command_line();
+        let mut command = launch.command();
         command
-            .args(&args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

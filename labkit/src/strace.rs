@@ -98,12 +98,12 @@ impl Strace {
         ];
         args.extend(self.options.iter().map(Into::into));
         args.push("--".into());
-        args.push(self.cmd.program.clone().into_os_string());
-        args.extend(self.cmd.args.iter().cloned());
+        args.push(self.cmd.launch.program.clone().into_os_string());
+        args.extend(self.cmd.launch.args.iter().cloned());
 
         let mut traced_cmd = self.cmd.clone();
-        traced_cmd.program = strace;
-        traced_cmd.args = args;
+        traced_cmd.launch.program = strace;
+        traced_cmd.launch.args = args;
         let mut outcome = traced_cmd.run();
         outcome.command_line = format!(
             "strace {} -- {}",

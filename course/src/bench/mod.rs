@@ -53,21 +53,37 @@ mod table;
 use suite::{Load, Suite};
 use table::median;
 
-/// What to run: parsed from the command line in `main`.
-#[derive(Debug, Clone)]
+/// What to run: the arguments of `cargo course bench`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
+    /// echo or chat.
     pub suite: String,
+    /// Measure the reference solutions instead of your src/.
+    #[arg(long)]
     pub solution: bool,
+    /// A short run: one round, shorter windows, fewer connection counts.
+    #[arg(long)]
     pub quick: bool,
+    /// CPU for server and client ("0"), one each ("0,1"), or "none".
+    #[arg(long, default_value = "0")]
     pub pin: String,
+    /// Rounds (default 3, quick 1); servers rotate order each round.
+    #[arg(long)]
     pub rounds: Option<usize>,
-    /// Connection (echo) or receiver (chat) counts; empty for the defaults.
+    /// Connection (echo) or receiver (chat) counts, comma-separated.
+    #[arg(long, value_delimiter = ',')]
     pub conns: Vec<u64>,
+    /// Warm-up before each measured window, in milliseconds.
+    #[arg(long)]
     pub warmup_ms: Option<u64>,
+    /// Length of each measured window, in milliseconds.
+    #[arg(long)]
     pub duration_ms: Option<u64>,
-    /// Use this loadgen and these servers instead of building (the bench
-    /// tool's own tests): `name=program arg...`.
+    /// Use this load generator instead of building one (for tests).
+    #[arg(long, hide = true)]
     pub loadgen: Option<PathBuf>,
+    /// Measure this server, `name=program args` (for tests); skips the build.
+    #[arg(long = "server", hide = true)]
     pub servers: Vec<String>,
 }
 
