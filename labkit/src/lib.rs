@@ -11,6 +11,7 @@
 //! | [`server`] | spawn a server lab on `127.0.0.1:0`, wait for `listening on <addr>`, kill on drop |
 //! | [`chat`] | chat-style (broadcast) servers: `join` a client and know it is registered (its probe line reached the others) |
 //! | [`client`] | TCP clients with deadlines: send, read exactly, read a line, expect silence, half-close, reset; `many::connect_all` |
+//! | [`faults`] | a fault-injecting TCP proxy in front of a real database or upstream: pass, latency, blackhole, reset, refuse, switched at run time |
 //! | [`http`] | HTTP: a real client (reqwest with rustls/ring), raw requests and responses over a [`client::Client`] for malformed, fragmented and pipelined cases |
 //! | [`http_suite`] | the HTTP servers' shared conformance suite (labs 15 and 16): `http_suite!` generates numbered tests |
 //! | [`data`] | payloads in which a lost, doubled or reordered piece shows: printable [`data::text`], every byte value [`data::binary`] |
@@ -32,6 +33,7 @@ pub mod chat;
 pub mod client;
 pub mod data;
 pub mod echo;
+pub mod faults;
 pub mod http;
 pub mod http_suite;
 pub mod process;
