@@ -4,6 +4,8 @@
 //! |---|---|
 //! | [`within`] | a deadline around a library call (a deadlock fails in seconds, a panic passes through) |
 //! | [`try_within`] | the same, with a panic turned into its message |
+//! | [`within_async`] | a deadline around an `.await` on the code under test (async library and service labs) |
+//! | [`eventually`] | polling an async fact with no event to wait on (rows in `pg_stat_activity`, a key in Redis) until it holds |
 //! | [`settle`] | polling a `/proc` fact that has no event to wait on, until it holds or a deadline passes |
 //! | [`panic_message`] | the text of a panic payload |
 //! | [`ParkWatch`] | telling a parked server from a slow one while a client waits for its answer |
@@ -108,6 +110,56 @@ where
             .got("it was still running (a deadlock, or a wait that nothing wakes?)")
             .hint("look for a lock held while waiting, a join on a thread that never ends, or a loop whose exit condition never holds")
             .fail(),
+    }
+}
+
+/// Awaits `fut`, the code under test, for at most `deadline`; fails the
+/// test with one sentence when it does not finish. `what` names the call
+/// (`repo.transfer(a, b, 10)`). A panic in `fut` passes through.
+///
+/// Under `tokio::time::pause()` the deadline is in paused time: it passes
+/// only when every task is idle, which is exactly a call that hangs.
+pub async fn within_async<F: std::future::Future>(
+    deadline: Duration,
+    what: &str,
+    fut: F,
+) -> F::Output {
+    match tokio::time::timeout(deadline, fut).await {
+        Ok(v) => v,
+        Err(_) => Report::new(format!("called {what}"))
+            .expected(format!("it to finish within {deadline:?}"))
+            .got("it was still waiting")
+            .hint("what is it waiting for: a lock, a connection from a pool that is never returned, an answer nothing sends?")
+            .fail(),
+    }
+}
+
+/// Polls `check` every few milliseconds until it returns `Ok` or
+/// `deadline` passes; then the test fails, quoting the last `Err` (what was
+/// seen instead). For facts with no event to wait on, outside the code
+/// under test: backends waiting on a lock in `pg_stat_activity`, a key a
+/// service wrote. `what` is what should come true; `hint` is the question
+/// for the learner when it does not.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, hint: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let seen = match check().await {
+            Ok(v) => return v,
+            Err(seen) => seen,
+        };
+        if tokio::time::Instant::now() >= until {
+            Report::new(format!("waited for {what}"))
+                .expected(format!("it within {deadline:?}"))
+                .got(seen)
+                .hint(hint)
+                .fail();
+        }
+        // A poll interval: there is no event for these facts.
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

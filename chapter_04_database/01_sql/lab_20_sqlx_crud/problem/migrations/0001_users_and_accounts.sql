@@ -1,0 +1,12 @@
+-- Write the schema here: `Repo::migrate` runs every file of this folder in
+-- order of its number, once per database (sqlx records what it ran in
+-- `_sqlx_migrations`).
+--
+-- Two tables (see README.md, "Spec"):
+-- - users: an id the database hands out, a name, an email that is unique
+--   ignoring case;
+-- - accounts: an id and a balance in cents that never goes below zero.
+--
+-- Put the rules in the schema too (NOT NULL, CHECK, a unique index), not
+-- only in Rust.
+SELECT 1;
