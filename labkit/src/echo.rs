@@ -307,10 +307,14 @@ pub fn half_close(bin: &str) {
     server.expect_alive("half-closed a connection");
 }
 
-/// test_08: one client resets (RST) while idle, another while its echo is
-/// in flight (so both the read and the write error paths run); a client
-/// connected all along and a new one are still served, and both reset
-/// connections' sockets are released.
+/// How many clients reset an idle connection in [`reset_mid_transfer`]:
+/// several, so a rare kernel race that would hide one leak cannot hide all.
+const IDLE_RESETS: usize = 8;
+
+/// test_08: clients reset (RST) while idle, another while its echo is in
+/// flight (so both the read and the write error paths run); a client
+/// connected all along and a new one are still served, and every reset
+/// connection's socket is released.
 #[track_caller]
 pub fn reset_mid_transfer(bin: &str) {
     let server = Server::spawn(bin);
@@ -319,12 +323,21 @@ pub fn reset_mid_transfer(bin: &str) {
     other.expect_bytes(b"a client connected before the reset\n");
     let base = server.open_fds();
 
-    // An idle reset first: everything echoed, nothing pending, so the
-    // server learns of the RST only from its next read (ECONNRESET).
-    let mut idle = Client::connect_to(&server);
-    idle.send_line("this client will reset while idle");
-    idle.expect_bytes(b"this client will reset while idle\n");
-    idle.reset();
+    // Idle resets first: everything echoed, nothing pending, so the server
+    // learns of the RST only from its next read (ECONNRESET). The echo to
+    // `other` in between is a barrier: an event loop has finished this
+    // client's read (seen EAGAIN) before it serves `other`, so the RST
+    // arrives at an idle socket and only the read's error reports it.
+    // Without the barrier the RST can land inside the read loop, where a
+    // second wakeup hides a mishandled error behind a clean end of file.
+    for i in 0..IDLE_RESETS {
+        let mut idle = Client::connect_to(&server);
+        idle.send_line(&format!("this client will reset while idle {i}"));
+        idle.expect_bytes(format!("this client will reset while idle {i}\n").as_bytes());
+        other.send_line(&format!("barrier {i}"));
+        other.expect_bytes(format!("barrier {i}\n").as_bytes());
+        idle.reset();
+    }
 
     let mut bad = Client::connect_to(&server);
     bad.send_line("this client will reset");
@@ -352,9 +365,9 @@ pub fn reset_mid_transfer(bin: &str) {
             .did(format!(
                 "one client connected and was served; the server had {base} files open"
             ))
-            .did("a second client was served, then reset its connection (RST) while idle: the server's next read fails with ECONNRESET")
-            .did("a third client pushed data without reading, then reset its connection: the server's next write fails with ECONNRESET or EPIPE")
-            .did("a fourth connected, was served, and closed")
+            .did(format!("{IDLE_RESETS} clients, one after another, were served, then reset their connections (RST) while idle: the server's next read fails with ECONNRESET"))
+            .did("another client pushed data without reading, then reset its connection: the server's next write fails with ECONNRESET or EPIPE")
+            .did("a last one connected, was served, and closed")
             .expected(format!(
                 "the server's open files (/proc/{}/fd) back to {base} within {SETTLE_DEADLINE:?}",
                 server.pid()

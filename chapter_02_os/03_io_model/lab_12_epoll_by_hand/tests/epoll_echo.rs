@@ -190,13 +190,20 @@ fn test_23_closes_each_accepted_socket_exactly_once() {
         c.half_close();
         c.read_until_closed();
     }
-    for i in 0..5 {
+    // A reset while idle: the echo to `barrier` shows the event loop has
+    // finished this client's read, so only the next read's ECONNRESET
+    // reports the RST (see `labkit::echo::reset_mid_transfer`).
+    let mut barrier = Client::connect_to(&server);
+    for i in 0..8 {
         let mut c = Client::connect_to(&server);
         c.send_line(&format!("resets {i}"));
         c.expect_bytes(format!("resets {i}\n").as_bytes());
+        barrier.send_line(&format!("barrier {i}"));
+        barrier.expect_bytes(format!("barrier {i}\n").as_bytes());
         c.reset();
     }
-    let did = "ran the server under strace; 20 clients connected, got a line echoed and left (10 closed, 5 half-closed first, 5 reset)";
+    drop(barrier);
+    let did = "ran the server under strace; 24 clients connected, got a line echoed and left (10 closed, 5 half-closed first, 8 reset while idle, 1 closed)";
     // Whether the server has closed them all yet has no event to wait for:
     // poll the trace with a deadline.
     if settle(
