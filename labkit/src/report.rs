@@ -17,7 +17,7 @@
 
 use std::cell::Cell;
 use std::error::Error;
-use std::fmt::{self, Display};
+use std::fmt::{self, Debug, Display};
 use std::panic::{self, PanicHookInfo};
 use std::sync::Once;
 
@@ -96,6 +96,19 @@ impl Report {
         if !ok {
             self.fail()
         }
+    }
+}
+
+/// Fails unless `got == want`: `did` says what was done to get `got`,
+/// `hint` what to check. The one equality check of library graders.
+#[track_caller]
+pub fn same<T: PartialEq + Debug>(did: &str, want: T, got: T, hint: &str) {
+    if want != got {
+        Report::new(did)
+            .expected(format!("{want:?}"))
+            .got(format!("{got:?}"))
+            .hint(hint)
+            .fail();
     }
 }
 

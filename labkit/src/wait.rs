@@ -5,6 +5,7 @@
 //! | [`within`] | a deadline around a library call (a deadlock fails in seconds, a panic passes through) |
 //! | [`try_within`] | the same, with a panic turned into its message |
 //! | [`within_async`] | a deadline around an `.await` on the code under test (async library and service labs) |
+//! | [`expect_ok`], [`expect_err`] | the same for a call returning `Result`: it must finish, and with `Ok` (or the named error) |
 //! | [`eventually`] | polling an async fact with no event to wait on (rows in `pg_stat_activity`, a key in Redis) until it holds |
 //! | [`settle`] | polling a `/proc` fact that has no event to wait on, until it holds or a deadline passes |
 //! | [`panic_message`] | the text of a panic payload |
@@ -132,6 +133,57 @@ pub async fn within_async<F: std::future::Future>(
             .hint("what is it waiting for: a lock, a connection from a pool that is never returned, an answer nothing sends?")
             .fail(),
     }
+}
+
+/// Awaits `call`, which must finish within `deadline` with `Ok`; returns
+/// the value. On `Err(e)` the test fails quoting `e` (its `Debug` and its
+/// `Display`) with `hint(&e)`: the question to ask for that kind of error.
+pub async fn expect_ok<T, E, F>(
+    deadline: Duration,
+    what: &str,
+    hint: impl FnOnce(&E) -> &'static str,
+    call: F,
+) -> T
+where
+    E: std::fmt::Debug + std::fmt::Display,
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    match within_async(deadline, what, call).await {
+        Ok(v) => v,
+        Err(e) => Report::new(format!("called {what}"))
+            .expected("Ok")
+            .got(format!("Err({e:?}): {e}"))
+            .hint(hint(&e))
+            .fail(),
+    }
+}
+
+/// Awaits `call`, which must finish within `deadline` with the error that
+/// `is_want` accepts; `want` names it for the message
+/// (`RepoError::NotFound`). Any other error, or an `Ok`, fails the test
+/// with `hint`.
+pub async fn expect_err<T, E, F>(
+    deadline: Duration,
+    what: &str,
+    want: &str,
+    is_want: impl FnOnce(&E) -> bool,
+    hint: &str,
+    call: F,
+) where
+    T: std::fmt::Debug,
+    E: std::fmt::Debug + std::fmt::Display,
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    let got = match within_async(deadline, what, call).await {
+        Err(e) if is_want(&e) => return,
+        Err(e) => format!("Err({e:?}): {e}"),
+        Ok(v) => format!("Ok({v:?})"),
+    };
+    Report::new(format!("called {what}"))
+        .expected(format!("Err({want})"))
+        .got(got)
+        .hint(hint)
+        .fail()
 }
 
 /// Polls `check` every few milliseconds until it returns `Ok` or

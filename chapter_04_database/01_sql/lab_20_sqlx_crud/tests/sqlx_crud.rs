@@ -17,7 +17,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use labkit::Report;
-use labkit::wait::{eventually, within_async};
+use labkit::report::same;
+use labkit::wait::{eventually, expect_err, expect_ok, within_async};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres, Transaction};
 use sqlx_crud::{MAX_NAME_CHARS, MAX_PAGE, Page, Repo, RepoError, User, UserPatch};
@@ -69,14 +70,7 @@ where
 
 /// Awaits a call that must succeed.
 async fn ok<T>(what: &str, call: impl Future<Output = Result<T, RepoError>>) -> T {
-    match within_async(CALL, what, call).await {
-        Ok(v) => v,
-        Err(e) => Report::new(format!("called {what}"))
-            .expected("Ok")
-            .got(format!("Err({e:?}): {e}"))
-            .hint(hint_for(&e))
-            .fail(),
-    }
+    expect_ok(CALL, what, hint_for, call).await
 }
 
 /// The variant's name, for messages and comparisons.
@@ -110,27 +104,8 @@ async fn fails<T: std::fmt::Debug>(
     hint: &str,
     call: impl Future<Output = Result<T, RepoError>>,
 ) {
-    let got = match within_async(CALL, what, call).await {
-        Err(e) if variant(&e) == want => return,
-        Err(e) => format!("Err({e:?}): {e}"),
-        Ok(v) => format!("Ok({v:?})"),
-    };
-    Report::new(format!("called {what}"))
-        .expected(format!("Err(RepoError::{want})"))
-        .got(got)
-        .hint(hint)
-        .fail()
-}
-
-/// Fails unless `got == want`, saying what was done to get there.
-fn same<T: PartialEq + std::fmt::Debug>(did: &str, want: T, got: T, hint: &str) {
-    if want != got {
-        Report::new(did)
-            .expected(format!("{want:?}"))
-            .got(format!("{got:?}"))
-            .hint(hint)
-            .fail();
-    }
+    let name = format!("RepoError::{want}");
+    expect_err(CALL, what, &name, |e| variant(e) == want, hint, call).await
 }
 
 /// Locks the accounts' rows in a transaction of the test's own.

@@ -27,8 +27,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use labkit::Report;
+use labkit::report::same;
 use labkit::services::TestRedis;
-use labkit::wait::{eventually, within_async};
+use labkit::wait::{eventually, expect_err, expect_ok, within_async};
 use redis::aio::MultiplexedConnection;
 use redis::{FromRedisValue, Value};
 use redis_basics::{Profile, Store, StoreError, Ttl};
@@ -159,14 +160,7 @@ fn hint_for(e: &StoreError) -> &'static str {
 
 /// Awaits a call of the store that must succeed.
 async fn ok<T>(what: &str, call: impl Future<Output = Result<T, StoreError>>) -> T {
-    match within_async(CALL, what, call).await {
-        Ok(v) => v,
-        Err(e) => Report::new(format!("called {what}"))
-            .expected("Ok")
-            .got(format!("Err({e:?}): {e}"))
-            .hint(hint_for(&e))
-            .fail(),
-    }
+    expect_ok(CALL, what, hint_for, call).await
 }
 
 /// Awaits a call that must fail with the variant named `want`.
@@ -176,28 +170,25 @@ async fn fails<T: std::fmt::Debug>(
     hint: &str,
     call: impl Future<Output = Result<T, StoreError>>,
 ) {
-    let got = match within_async(CALL, what, call).await {
-        Err(e) if variant(&e) == want => return,
-        Err(e) => format!("Err({e:?}): {e}"),
-        Ok(v) => format!("Ok({v:?})"),
-    };
-    Report::new(format!("called {what}"))
-        .expected(format!("Err(StoreError::{want})"))
-        .got(got)
-        .hint(hint)
-        .fail()
+    let name = format!("StoreError::{want}");
+    expect_err(CALL, what, &name, |e| variant(e) == want, hint, call).await
 }
 
-/// Fails unless `got == want`, saying what was done to get there.
-#[track_caller]
-fn same<T: PartialEq + std::fmt::Debug>(did: &str, want: T, got: T, hint: &str) {
-    if want != got {
-        Report::new(did)
-            .expected(format!("{want:?}"))
-            .got(format!("{got:?}"))
-            .hint(hint)
-            .fail();
-    }
+/// Waits until `get(name)` gives `None`: the key's TTL, `ttl` in words,
+/// has passed and Redis has expired it.
+async fn expires(lab: &Lab, name: &str, ttl: &str, hint: &str) {
+    let store = lab.store.clone();
+    let what = format!("get({name:?}) to be None once its {ttl} TTL has passed");
+    eventually(Duration::from_secs(10), &what, hint, || {
+        let store = store.clone();
+        async move {
+            match store.get(name).await {
+                Ok(None) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
 }
 
 /// Redis's own clock, in milliseconds (`TIME`).
@@ -444,20 +435,11 @@ fn test_03_an_expired_key_reads_as_missing() {
                 .set_with_ttl("flash", "v", Duration::from_millis(50)),
         )
         .await;
-        let store = lab.store.clone();
-        eventually(
-            Duration::from_secs(10),
-            "get(\"flash\") to be None once its 50 ms TTL has passed",
+        expires(
+            &lab,
+            "flash",
+            "50 ms",
             "is the TTL given to Redis with the SET (PX), so that Redis expires the key?",
-            || {
-                let store = store.clone();
-                async move {
-                    match store.get("flash").await {
-                        Ok(None) => Ok(()),
-                        other => Err(format!("{other:?}")),
-                    }
-                }
-            },
         )
         .await;
         let got = ok("ttl(\"flash\")", lab.store.ttl("flash")).await;
@@ -500,20 +482,11 @@ fn test_04_a_zero_ttl_is_refused_and_a_tiny_ttl_rounds_up() {
                 .set_with_ttl("tiny", "v", Duration::from_micros(1)),
         )
         .await;
-        let store = lab.store.clone();
-        eventually(
-            Duration::from_secs(10),
-            "get(\"tiny\") to be None once its 1 µs (rounded up to 1 ms) TTL has passed",
+        expires(
+            &lab,
+            "tiny",
+            "1 µs (rounded up to 1 ms)",
             "a duration of 1 µs is 0 whole milliseconds: do you round up?",
-            || {
-                let store = store.clone();
-                async move {
-                    match store.get("tiny").await {
-                        Ok(None) => Ok(()),
-                        other => Err(format!("{other:?}")),
-                    }
-                }
-            },
         )
         .await;
     });
