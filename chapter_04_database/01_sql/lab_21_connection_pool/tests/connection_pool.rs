@@ -294,6 +294,21 @@ async fn test_01_a_returned_connection_is_reused() {
         (b.id, m.created()),
         "an idle connection must be reused before a new one is opened",
     );
+    drop(b);
+    let zero = std::panic::catch_unwind(|| {
+        Pool::new(
+            Counting::new(),
+            Config {
+                max_size: 0,
+                acquire_timeout: ACQUIRE,
+            },
+        )
+    });
+    Report::new("called Pool::new with max_size 0")
+        .expected("a panic (the README: such a pool could never give a connection)")
+        .got("a pool")
+        .hint("assert! the size in Pool::new")
+        .check(zero.is_err());
 }
 
 // max_size is a hard limit: the (max+1)-th caller waits, and nothing more
@@ -529,6 +544,30 @@ async fn test_08_the_timeout_covers_opening_a_connection() {
         (c.id, pool.stats()),
         "the slot of the timed-out create must be free again",
     );
+
+    // One deadline for the whole call: time spent waiting for a turn is
+    // not given again for opening.
+    let start = Instant::now();
+    let waiter = spawn_get(&pool);
+    waiting(&pool, 1, "a second get() on a full pool of 1").await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    Pooled::discard(c);
+    let got = within_async(
+        CALL,
+        "the get() that waited 6 s, then had to open a connection",
+        waiter,
+    )
+    .await
+    .expect("the task ran");
+    let waited = start.elapsed();
+    let ok = matches!(got, Err(PoolError::Timeout))
+        && waited >= ACQUIRE
+        && waited < ACQUIRE + Duration::from_secs(1);
+    Report::new("held the only connection; a get() waited 6 s for it, then the holder discarded it and the get() had to open one, with create never finishing")
+        .expected(format!("Err(PoolError::Timeout) {ACQUIRE:?} after the get() started"))
+        .got(format!("{:?} after {waited:?}", got.map(|c| c.id)))
+        .hint("one tokio::time::timeout around all of get, not one per phase (which would allow 10 s of waiting plus 10 s of opening)")
+        .check(ok);
 }
 
 // A waiter that is cancelled (its task aborted, its future dropped by a
@@ -828,6 +867,34 @@ async fn test_16_the_limit_holds_under_contention_on_many_threads() {
         (true, s.size, stats(s.size, s.size, 0)),
         (m.peak() <= 4, m.open(), s),
         "never more than max_size open at once; at rest every open connection is idle and counted in size",
+    );
+}
+
+// The limit holds while connections are being opened: five callers at
+// once on an empty pool of 2 start two creates, not five.
+#[tokio::test(start_paused = true)]
+async fn test_17_concurrent_opens_stay_within_max_size() {
+    let (m, gate) = Counting::gated();
+    let pool = with(m.clone(), 2);
+    let tasks: Vec<_> = (0..5).map(|_| spawn_get(&pool)).collect();
+    // With the clock paused, a sleep ends only when every task is idle:
+    // all five have run as far as they can.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    same(
+        "started 5 get()s at once on an empty pool of 2 whose create waits, let every task run until idle; counted the creates begun and read stats()",
+        (2, stats(2, 0, 3)),
+        (m.create_calls(), pool.stats()),
+        "a connection being opened counts against max_size (and in size): with two opens in flight, the other three callers wait their turn",
+    );
+    gate.add_permits(5);
+    for (i, task) in tasks.into_iter().enumerate() {
+        drop(joined(task, &format!("get() {i} of the 5, once create may finish")).await);
+    }
+    same(
+        "let the creates finish and every caller take and return a connection; counted creates and the peak open",
+        (2, 2),
+        (m.created(), m.peak()),
+        "the three that waited must get the two connections opened for the first two",
     );
 }
 
