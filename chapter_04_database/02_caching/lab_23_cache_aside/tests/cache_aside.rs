@@ -371,6 +371,24 @@ fn test_06_any_text_survives_the_cache() {
                 "the cached form must round-trip every string: use a real serialisation (JSON), and never tell a user from \"not found\" by its name",
             );
         }
+        // An entry the cache cannot read (another writer, an old format) is
+        // a miss, never a panic or an error.
+        let u = lab.user("Cleo", "cleo@example.com").await;
+        for junk in ["garbage", "", "7:{not json", "x:y:z"] {
+            let _: () = raw(&lab.raw, &["SET", &lab.cache.key(u.id), junk]).await;
+            let got = get(
+                &lab.cache,
+                u.id,
+                &format!("get_user(cleo) with her key holding {junk:?}"),
+            )
+            .await;
+            same(
+                &format!("set Cleo's key to {junk:?} by hand, then read her"),
+                Some(u.clone()),
+                got,
+                "an entry that does not parse is a miss: read PostgreSQL (and overwrite it), never panic or fail",
+            );
+        }
     });
 }
 
