@@ -502,3 +502,98 @@ mod tests {
         );
     }
 }
+
+/// A `redis-server` of one test's own, on a free port, with no persistence:
+/// a replication master for a lab to follow, which the test may stop and
+/// start again on the same port. Stopped when dropped.
+///
+/// Unlike [`redis()`], it is never shared and never `REDIS_URL`: a test
+/// that kills its master must not kill anyone else's.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    process: Option<crate::process::Process>,
+}
+
+impl RedisServer {
+    /// Starts one and waits until it answers `PING`.
+    #[track_caller]
+    pub fn start() -> RedisServer {
+        let dir = tempfile::Builder::new()
+            .prefix("labkit-redis-master-")
+            .tempdir()
+            .unwrap_or_else(|e| {
+                Report::new("made a folder for a redis-server")
+                    .got(e)
+                    .fail()
+            });
+        let mut server = RedisServer {
+            port: free_port(),
+            dir,
+            process: None,
+        };
+        server.launch();
+        server
+    }
+
+    #[track_caller]
+    fn launch(&mut self) {
+        let Some(program) = crate::strace::find_in_path("redis-server") else {
+            Report::new("looked for redis-server to start a replication master")
+                .got("no `redis-server` on PATH")
+                .hint("install Redis (Debian/Ubuntu: `sudo apt-get install redis-server`); `cargo course doctor` checks")
+                .fail();
+        };
+        let log = self.dir.path().join("redis.log");
+        let mut cmd = Command::new(program);
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let process = match crate::process::Process::spawn(&mut cmd, |_| {}) {
+            Ok((process, _pipes)) => process,
+            Err(e) => Report::new("started redis-server").got(e).fail(),
+        };
+        self.process = Some(process);
+        let port = self.port;
+        wait_ready("redis-server", &log, || redis_ping(port));
+    }
+
+    /// Its address, `127.0.0.1:<port>`.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Its URL, `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr())
+    }
+
+    /// Kills it (SIGKILL: a crash, not a shutdown) and waits for the exit.
+    pub fn stop(&mut self) {
+        if let Some(p) = self.process.take() {
+            p.kill_tree();
+            let _ = p.wait(Duration::from_secs(10));
+        }
+    }
+
+    /// Starts it again on the same port, empty (there is no persistence):
+    /// a master that crashed and came back.
+    #[track_caller]
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
