@@ -144,9 +144,11 @@ pub fn doctor(root: &std::path::Path, s: &Style) -> bool {
         ok: pg_url.is_some() || pg_bins.is_some(),
         optional: true,
         what: match (&pg_url, &pg_bins) {
-            (Some(u), _) => format!("PostgreSQL via DATABASE_URL={u}"),
+            (Some(u), _) => format!(
+                "PostgreSQL: the tests use DATABASE_URL={u} (a new database per test, dropped after)"
+            ),
             (None, Some((i, _))) => format!(
-                "PostgreSQL binaries ({})",
+                "PostgreSQL: DATABASE_URL is not set, so the tests start a throwaway server from {}",
                 i.parent()
                     .map(|p| p.display().to_string())
                     .unwrap_or_default()
@@ -165,12 +167,34 @@ pub fn doctor(root: &std::path::Path, s: &Style) -> bool {
         ok: redis_url.is_some() || redis_bin.is_some(),
         optional: true,
         what: match (&redis_url, &redis_bin) {
-            (Some(u), _) => format!("Redis via REDIS_URL={u}"),
-            (None, Some(b)) => format!("Redis binary ({})", b.display()),
+            (Some(u), _) => format!("Redis: the tests use REDIS_URL={u} (a key prefix per test)"),
+            (None, Some(b)) => format!(
+                "Redis: REDIS_URL is not set, so the tests start a throwaway server from {}",
+                b.display()
+            ),
             (None, None) => "Redis (chapter 4 on): neither REDIS_URL nor redis-server found".into(),
         },
         fix: "sudo apt-get install redis-server (or set REDIS_URL=redis://host:6379)".into(),
     });
+
+    // Redis's tools: lab 24's grader runs redis-cli and starts its own
+    // redis-server master (even with REDIS_URL set); the redis bench suite
+    // runs redis-benchmark.
+    for (tool, needed_for) in [
+        ("redis-cli", "lab 24's grader"),
+        ("redis-benchmark", "`cargo course bench redis`"),
+    ] {
+        let found = which(tool);
+        findings.push(Finding {
+            ok: found.is_some(),
+            optional: true,
+            what: match &found {
+                Some(p) => format!("{tool} ({})", p.display()),
+                None => format!("{tool} (for {needed_for}): not found"),
+            },
+            fix: "sudo apt-get install redis-server (it brings redis-cli and redis-benchmark; Fedora: redis)".into(),
+        });
+    }
 
     // Open files: the many-connection labs need thousands.
     let (soft, hard) = nofile_limits();
