@@ -57,7 +57,7 @@ pub struct LabEntry {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BenchEntry {
-    /// The suite (`echo`, `chat`): `bench::suite` knows its loads.
+    /// The suite (`echo`, `chat`, `redis`): `bench::suite` knows its loads.
     pub suite: String,
     /// The server's name in the table and on the chart.
     pub name: String,

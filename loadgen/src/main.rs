@@ -16,6 +16,8 @@
 //! loadgen echo  --addr A --conns N [--size 64] [--depth 1] [--warmup-ms 500] [--duration-ms 2000]
 //! loadgen chat  --addr A --receivers N [--senders 1] [--rate 0] [--window 64] [--warmup-ms ..] [--duration-ms ..]
 //! loadgen serve-echo [ADDR] [--delay-us N] [--die-after N]
+//! loadgen redis --addr A [--test get|set] [--clients 50] [--pipeline 1] [--requests 100000]
+//! loadgen serve-redis [ADDR]
 //! ```
 //! `echo` keeps `depth` messages of `size` bytes in flight per connection
 //! (depth 1 is ping-pong; more is pipelining). `chat` measures a broadcast
@@ -24,6 +26,8 @@
 //! it; `--rate 0` runs closed-loop at saturation, `--rate R` offers R lines
 //! per second in all. `serve-echo` is the ceiling: the smallest echo server
 //! (also made slow or mortal on purpose, for the bench tool's own tests).
+//! `redis` and `serve-redis` wrap the real `redis-benchmark` and
+//! `redis-server` for the redis suite (see `redis.rs`).
 //!
 //! Output, on stdout, one line each: `connected <n>` when every connection
 //! is up, `measuring` when the window opens, `done` when it closes, then
@@ -33,6 +37,7 @@
 mod chat;
 mod conns;
 mod echo;
+mod redis;
 mod serve;
 
 use std::collections::HashMap;
@@ -100,14 +105,20 @@ pub fn say(line: &str) {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(mode) = args.first() else {
-        eprintln!("usage: loadgen echo|chat|serve-echo [options] (see the module docs)");
+        eprintln!(
+            "usage: loadgen echo|chat|serve-echo|redis|serve-redis [options] (see the module docs)"
+        );
         return ExitCode::from(2);
     };
     let result = Opts::parse(&args[1..]).and_then(|opts| match mode.as_str() {
         "echo" => echo::run(&opts),
         "chat" => chat::run(&opts),
         "serve-echo" => serve::run(&opts),
-        other => Err(format!("unknown mode {other:?}: echo, chat or serve-echo")),
+        "redis" => redis::run(&opts),
+        "serve-redis" => redis::serve(&opts),
+        other => Err(format!(
+            "unknown mode {other:?}: echo, chat, serve-echo, redis or serve-redis"
+        )),
     });
     match result {
         Ok(json) => {

@@ -1,4 +1,4 @@
-//! `cargo course bench echo|chat`: the servers of the performance core
+//! `cargo course bench echo|chat|redis`: the servers of the performance core
 //! under load, measured from a separate process.
 //!
 //! # How a run works
@@ -56,7 +56,7 @@ use table::median;
 /// What to run: the arguments of `cargo course bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
-    /// echo or chat.
+    /// echo, chat or redis.
     pub suite: String,
     /// Measure the reference solutions instead of your src/.
     #[arg(long)]
@@ -614,6 +614,13 @@ fn build(course: &Course, spec: &Suite, o: &Options) -> Result<(PathBuf, Vec<Ser
             name: "ceiling".into(),
             program: loadgen.clone(),
             args: vec!["serve-echo".into()],
+        });
+    }
+    if let Some((name, args)) = spec.reference {
+        servers.push(ServerSpec {
+            name: name.into(),
+            program: loadgen.clone(),
+            args: args.iter().map(|a| a.to_string()).collect(),
         });
     }
     servers.extend(labs.iter().map(|(_, b)| ServerSpec {

@@ -37,6 +37,9 @@ pub struct Suite {
     pub x_label: &'static str,
     /// Whether loadgen's own echo server runs as "ceiling".
     pub ceiling: bool,
+    /// A server outside the course that runs alongside the labs (its name
+    /// and `loadgen`'s arguments to become it): the real `redis-server`.
+    pub reference: Option<(&'static str, &'static [&'static str])>,
     /// The keys of loadgen's result: the rate, and the count it divides CPU by.
     pub rate_key: &'static str,
     pub ops_key: &'static str,
@@ -47,14 +50,14 @@ pub struct Suite {
 }
 
 /// The suites, by name.
-pub const SUITES: [&Suite; 2] = [&ECHO, &CHAT];
+pub const SUITES: [&Suite; 3] = [&ECHO, &CHAT, &REDIS];
 
 pub fn suite(name: &str) -> Result<&'static Suite> {
     match SUITES.iter().find(|s| s.name == name) {
         Some(s) => Ok(s),
         None => bail!(
             "no bench suite {name:?}: the suites are {}",
-            SUITES.map(|s| s.name).join(" and ")
+            SUITES.map(|s| s.name).join(", ")
         ),
     }
 }
@@ -85,6 +88,7 @@ pub const ECHO: Suite = Suite {
     unit: "req/s",
     x_label: "connections",
     ceiling: true,
+    reference: None,
     rate_key: "rps",
     ops_key: "requests",
     loads: echo_loads,
@@ -119,6 +123,57 @@ fn echo_loads(o: &Options) -> Vec<Load> {
     loads
 }
 
+/// Redis: the real `redis-benchmark` (GET and SET, 50 clients, without
+/// and with pipelining) against the Redis-compatible labs and the real
+/// `redis-server`, which is the baseline.
+pub const REDIS: Suite = Suite {
+    name: "redis",
+    baseline: "redis-server",
+    unit: "req/s",
+    x_label: "commands per round trip (-P)",
+    ceiling: false,
+    reference: Some(("redis-server", &["serve-redis"])),
+    rate_key: "rps",
+    ops_key: "requests",
+    loads: redis_loads,
+    follow_up: none,
+};
+
+fn redis_loads(o: &Options) -> Vec<Load> {
+    let mut loads = Vec::new();
+    for test in ["get", "set"] {
+        for pipeline in [1u64, 16] {
+            // Long enough runs that connection setup does not count: about
+            // a second at the rates this machine reaches.
+            let requests: u64 = match (o.quick, pipeline) {
+                (true, 1) => 50_000,
+                (true, _) => 400_000,
+                (false, 1) => 200_000,
+                (false, _) => 2_000_000,
+            };
+            loads.push(Load {
+                label: format!("{} -P {pipeline}", test.to_uppercase()),
+                x: pipeline,
+                // One line per server on the chart: GET; SET is in the table.
+                charted: test == "get",
+                bulk: false,
+                args: words(&[
+                    "redis",
+                    "--test",
+                    test,
+                    "--clients",
+                    "50",
+                    "--pipeline",
+                    &pipeline.to_string(),
+                    "--requests",
+                    &requests.to_string(),
+                ]),
+            });
+        }
+    }
+    loads
+}
+
 /// Chat: one line fanned out to 10 to 1,000 receivers, as a chat room (ten
 /// senders, one line each in flight) and batched; then latency at half the
 /// room's maximum.
@@ -128,6 +183,7 @@ pub const CHAT: Suite = Suite {
     unit: "deliveries/s",
     x_label: "receivers",
     ceiling: false,
+    reference: None,
     rate_key: "deliveries_per_s",
     ops_key: "deliveries",
     loads: chat_loads,

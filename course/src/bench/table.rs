@@ -70,10 +70,18 @@ pub fn print(
     } else {
         String::new()
     };
+    // Columns as wide as the longest server name and ratio heading.
+    let nw = servers
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(9);
+    let bw = vs_baseline.len().max(8);
     println!(
         "{}",
         s.bold(&format!(
-            "{:<9} {:<26} {:>13} {:>8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}",
+            "{:<nw$} {:<26} {:>13} {:>bw$} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}",
             "server",
             "load",
             unit,
@@ -97,7 +105,7 @@ pub fn print(
             let Some(rate) = med(cells, name, j, |m| m.rate) else {
                 let why = failures.first().map(|e| first_line(e)).unwrap_or("not run");
                 println!(
-                    "{:<9} {:<26} {}",
+                    "{:<nw$} {:<26} {}",
                     name,
                     load.label,
                     s.red(&format!("failed: {why}"))
@@ -122,7 +130,7 @@ pub fn print(
                 s.yellow(&format!(" ({} round(s) failed)", failures.len()))
             };
             println!(
-                "{:<9} {:<26} {:>13} {:>8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}{failed_note}",
+                "{:<nw$} {:<26} {:>13} {:>bw$} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}{failed_note}",
                 name,
                 load.label,
                 rate_text,
