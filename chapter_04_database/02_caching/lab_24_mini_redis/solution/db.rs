@@ -287,15 +287,19 @@ impl Db {
         }
         // A plain SET replaces the value and clears any old TTL.
         s.remove(key);
+        // Copied out of the read buffer: the parser's `Bytes` share the
+        // connection's 16 KiB buffer, and a 3-byte value kept in the map
+        // would keep all of it alive.
+        let key = Bytes::copy_from_slice(key);
         s.keys.insert(
             key.clone(),
             Entry {
-                value: Value::Str(value.clone()),
+                value: Value::Str(Bytes::copy_from_slice(value)),
                 expires: None,
             },
         );
         let at = ttl.map(|d| now + d);
-        s.set_expiry(key, at);
+        s.set_expiry(&key, at);
         let sooner = at.is_some_and(|t| s.expiries.first().is_some_and(|(first, _)| *first == t));
         drop(s);
         if sooner {
@@ -325,7 +329,7 @@ impl Db {
             Some(_) => return Err(WRONGTYPE.to_string()),
         };
         s.keys.insert(
-            key.clone(),
+            Bytes::copy_from_slice(key),
             Entry {
                 value: Value::Str(Bytes::from(n.to_string())),
                 expires: None,
@@ -379,7 +383,7 @@ impl Db {
         let mut s = self.state();
         if s.live(&args[0], now).is_none() {
             s.keys.insert(
-                args[0].clone(),
+                Bytes::copy_from_slice(&args[0]),
                 Entry {
                     value: Value::List(VecDeque::new()),
                     expires: None,
@@ -395,9 +399,9 @@ impl Db {
         };
         for v in &args[1..] {
             if left {
-                list.push_front(v.clone());
+                list.push_front(Bytes::copy_from_slice(v));
             } else {
-                list.push_back(v.clone());
+                list.push_back(Bytes::copy_from_slice(v));
             }
         }
         reply::int(out, list.len() as i64);
