@@ -16,6 +16,7 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use labkit::Report;
+use labkit::report::same;
 use labkit::wait::try_within;
 use locality::{
     IndexList, Matrix, Node, Particle, Particles, advance_aos, sum_linked_list, sum_vec,
@@ -41,18 +42,6 @@ fn call<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -
             .got(format!("a panic: {msg}"))
             .hint("`not yet implemented` is a todo!() still to replace; otherwise read the panic message")
             .fail(),
-    }
-}
-
-/// Fails unless `got == expected`, in the grader's words.
-#[track_caller]
-fn check_eq<T: PartialEq + Debug>(what: &str, expected: T, got: T, hint: &str) {
-    if got != expected {
-        Report::new(what)
-            .expected(format!("{expected:?}"))
-            .got(format!("{got:?}"))
-            .hint(hint)
-            .fail();
     }
 }
 
@@ -199,13 +188,13 @@ fn test_01_matrix_new_and_from_fn_build_the_cells() {
             let m = Matrix::new(rows, cols);
             (m.rows(), m.cols(), m.as_slice().to_vec())
         });
-        check_eq(
+        same(
             &format!("called {what}, then rows() and cols()"),
             (rows, cols),
             (r, c),
             "store the shape you were given",
         );
-        check_eq(
+        same(
             &format!("called {what}, then as_slice()"),
             vec![0u32; rows * cols],
             cells,
@@ -224,7 +213,7 @@ fn test_01_matrix_new_and_from_fn_build_the_cells() {
             got
         });
         for ((r, c), v) in got {
-            check_eq(
+            same(
                 &format!("called {what}, for cell ({r}, {c})"),
                 cell(r, c),
                 v,
@@ -256,7 +245,7 @@ fn test_02_matrix_index_is_r_times_cols_plus_c() {
             } else {
                 "in a row-major matrix, row r starts at r * cols and cell (r, c) is c cells further"
             };
-            check_eq(
+            same(
                 &format!("called {what}, for cell ({r}, {c})"),
                 r * cols + c,
                 i,
@@ -304,13 +293,13 @@ fn test_04_matrix_row_borrows_a_contiguous_row() {
         });
         for (r, (values, offset)) in got.into_iter().enumerate() {
             let expected: Vec<u32> = (0..cols).map(|c| cell(r, c)).collect();
-            check_eq(
+            same(
                 &format!("called {what}, for row {r}: its values"),
                 expected,
                 values,
                 "row r holds cells (r, 0), (r, 1), ... (r, cols - 1)",
             );
-            check_eq(
+            same(
                 &format!(
                     "called {what}, for row {r}: its address, in bytes after as_slice().as_ptr()"
                 ),
@@ -342,13 +331,13 @@ fn test_05_matrix_set_writes_exactly_one_cell() {
             });
             let mut expected = row_major_cells(rows, cols);
             expected[r * cols + c] = 4242;
-            check_eq(
+            same(
                 &format!("called {what}, then as_slice()"),
                 expected,
                 got,
                 "set(r, c, v) writes index(r, c) = r * cols + c, and nothing else",
             );
-            check_eq(
+            same(
                 &format!("called {what}, then get({r}, {c})"),
                 4242,
                 read_back,
@@ -366,7 +355,7 @@ fn test_06_matrix_rejects_cells_out_of_bounds() {
     let last = call("Matrix::new(3, 5).index(2, 4)", || {
         Matrix::new(3, 5).index(2, 4)
     });
-    check_eq(
+    same(
         "called Matrix::new(3, 5).index(2, 4)",
         14,
         last,
@@ -493,7 +482,7 @@ fn test_09_particles_store_each_field_contiguously() {
             ranges.push((ids.as_ptr() as usize, ids.as_ptr() as usize + 4 * ids.len()));
             (soa.len(), cols, soa.ids().to_vec(), ranges)
         });
-        check_eq(
+        same(
             &format!("called {what}: len()"),
             n,
             len,
@@ -518,7 +507,7 @@ fn test_09_particles_store_each_field_contiguously() {
             }
         }
         let want_ids: Vec<u32> = ps.iter().map(|p| p.id).collect();
-        check_eq(
+        same(
             &format!("called {what}: ids()"),
             want_ids,
             ids,
@@ -547,7 +536,7 @@ fn test_10_particles_push_then_get_round_trips() {
         let soa = Particles::new();
         (soa.len(), soa.is_empty())
     });
-    check_eq(
+    same(
         "called Particles::new() then len() and is_empty()",
         (0, true),
         (empty, was_empty),
@@ -563,20 +552,20 @@ fn test_10_particles_push_then_get_round_trips() {
         let got: Vec<Particle> = (0..n).map(|i| soa.get(i)).collect();
         (soa.len(), soa.is_empty(), got)
     });
-    check_eq(
+    same(
         &format!("called {what}: len()"),
         n,
         len,
         "one particle per push",
     );
-    check_eq(
+    same(
         &format!("called {what}: is_empty()"),
         false,
         is_empty,
         "is_empty() is len() == 0",
     );
     for (i, (want, got)) in particles(n).into_iter().zip(got).enumerate() {
-        check_eq(
+        same(
             &format!("called {what}: get({i})"),
             want,
             got,
@@ -595,12 +584,12 @@ fn test_11_total_mass_is_the_same_in_both_layouts() {
         let aos = call(&what, move || total_mass_aos(&particles(n)));
         let hint =
             "add every particle's mass once: are the last few (n % your chunk size) left out?";
-        check_eq(&format!("called {what}"), expected, aos, hint);
+        same(&format!("called {what}"), expected, aos, hint);
         let what = format!("Particles::from_aos(&ps).total_mass() with {n} particles");
         let soa = call(&what, move || {
             Particles::from_aos(&particles(n)).total_mass()
         });
-        check_eq(&format!("called {what}"), expected, soa, hint);
+        same(&format!("called {what}"), expected, soa, hint);
     }
 }
 
@@ -619,7 +608,7 @@ fn advanced(ps: &[Particle], dt: f32) -> Vec<Particle> {
 /// Fails with the first particle that differs.
 #[track_caller]
 fn check_particles(what: &str, expected: &[Particle], got: &[Particle]) {
-    check_eq(
+    same(
         &format!("called {what}: number of particles"),
         expected.len(),
         got.len(),
@@ -686,11 +675,11 @@ fn test_14_sum_vec_and_sum_linked_list_add_every_value() {
         let v = values.clone();
         let what = format!("sum_vec(&{name})");
         let got = call(&what, move || sum_vec(&v));
-        check_eq(&format!("called {what}"), expected, got, hint);
+        same(&format!("called {what}"), expected, got, hint);
         let list: LinkedList<u64> = values.into_iter().collect();
         let what = format!("sum_linked_list(&LinkedList::from_iter({name}))");
         let got = call(&what, move || sum_linked_list(&list));
-        check_eq(&format!("called {what}"), expected, got, hint);
+        same(&format!("called {what}"), expected, got, hint);
     }
 }
 
@@ -703,13 +692,13 @@ fn check_layout(
     head: Option<usize>,
     nodes: &[Node],
 ) {
-    check_eq(
+    same(
         &format!("called {what}: head()"),
         placement.first().copied(),
         head,
         "the head is the slot of node 0, placement[0]",
     );
-    check_eq(
+    same(
         &format!("called {what}: nodes().len()"),
         values.len(),
         nodes.len(),
@@ -800,7 +789,7 @@ fn test_16_index_list_walks_and_sums_in_list_order() {
             let list = IndexList::with_placement(&v, &p);
             (list.len(), list.is_empty(), list.to_vec(), list.sum())
         });
-        check_eq(
+        same(
             &format!("called {what}: len() and is_empty()"),
             (values.len(), values.is_empty()),
             (len, empty),
@@ -838,7 +827,7 @@ fn test_16_index_list_walks_and_sums_in_list_order() {
         } else {
             "add every value once, with wrapping_add, following next from head()"
         };
-        check_eq(&format!("called {what}: sum()"), expected, sum, hint);
+        same(&format!("called {what}: sum()"), expected, sum, hint);
     }
 }
 
@@ -850,7 +839,7 @@ fn test_17_index_list_rejects_a_placement_that_is_not_a_permutation() {
         "IndexList::with_placement(&[1, 2, 3], &[2, 0, 1]).to_vec()",
         || IndexList::with_placement(&[1, 2, 3], &[2, 0, 1]).to_vec(),
     );
-    check_eq(
+    same(
         "called IndexList::with_placement(&[1, 2, 3], &[2, 0, 1]).to_vec()",
         vec![1, 2, 3],
         ok,
@@ -902,7 +891,7 @@ fn test_18_matrix_new_rejects_a_shape_whose_size_overflows() {
             let m = Matrix::new(rows, cols);
             (m.rows(), m.cols(), m.as_slice().len())
         });
-        check_eq(
+        same(
             &format!("called {what}, then rows(), cols(), as_slice().len()"),
             (rows, cols, 0),
             (r, c, cells),

@@ -25,6 +25,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 use labkit::Report;
+use labkit::report::same;
 use labkit::wait::{panic_message, within};
 use memory_pool::{Handle, Pool};
 
@@ -196,22 +197,10 @@ fn scenario<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'stati
     }
 }
 
-/// Fails unless `got == expected`.
-#[track_caller]
-fn check_eq<T: PartialEq + std::fmt::Debug>(what: &str, expected: T, got: T, hint: &str) {
-    if got != expected {
-        Report::new(what)
-            .expected(format!("{expected:?}"))
-            .got(format!("{got:?}"))
-            .hint(hint)
-            .fail();
-    }
-}
-
 /// Checks `len`, `available`, `capacity` and `is_empty` together.
 #[track_caller]
 fn check_counts<T>(what: &str, pool: &Pool<T>, capacity: usize, live: usize) {
-    check_eq(
+    same(
         &format!("{what}, then (capacity(), len(), available(), is_empty())"),
         (capacity, live, capacity - live, live == 0),
         (
@@ -288,14 +277,14 @@ fn test_02_try_alloc_stores_the_value_and_the_handle_derefs_to_it() {
                 4,
                 3,
             );
-            check_eq(
+            same(
                 "read the three values through their handles (*a, *b, *c)",
                 ("alpha", "beta", "gamma"),
                 (a.as_str(), b.as_str(), c.as_str()),
                 "each handle derefs to the value moved into its own slot",
             );
             a.push_str("-changed");
-            check_eq(
+            same(
                 "wrote through a handle (a.push_str(\"-changed\")), then read *a, *b",
                 ("alpha-changed", "beta"),
                 (a.as_str(), b.as_str()),
@@ -333,7 +322,7 @@ fn test_03_live_values_occupy_separate_slots() {
             }
             for (i, h) in handles.iter().enumerate() {
                 let i = i as u64;
-                check_eq(
+                same(
                     &format!(
                         "called {what}, wrote h[3] = 1000 + i through every handle, then read value {i} back"
                     ),
@@ -392,13 +381,13 @@ fn test_04_a_full_pool_refuses_and_gives_the_value_back() {
                     .hint("the pool holds at most capacity values at once: is the check `< capacity` (not `<=`)?")
                     .fail(),
                 Err(back) => {
-                    check_eq(
+                    same(
                         &format!("called {what}: the value in the Err"),
                         (extra, Tracked::payload_of(extra)),
                         back.fields(),
                         "a full pool gives back the value it was offered, untouched",
                     );
-                    check_eq(
+                    same(
                         &format!("called {what}: times the refused value was dropped before the test dropped it"),
                         0,
                         drops(extra),
@@ -437,13 +426,13 @@ fn test_05_a_dropped_handle_gives_its_slot_back_for_reuse() {
                         .hint("Drop for Handle must give the slot back to the pool (after dropping the value)")
                         .fail(),
                 };
-                check_eq(
+                same(
                     &format!("{step}, then try_alloc(another): the new value's address (and slot)"),
                     (old_addr, old_slot),
                     (addr(&new), new.slot()),
                     "the only free slot is the one just given back: the new value must go there",
                 );
-                check_eq(
+                same(
                     &format!("{step}, then try_alloc({})", 500 + k),
                     500 + k as u64,
                     *new,
@@ -474,7 +463,7 @@ fn test_05_a_dropped_handle_gives_its_slot_back_for_reuse() {
                     &pool,
                     i as u64,
                 );
-                check_eq(
+                same(
                     "read the value just allocated",
                     i as u64,
                     *h,
@@ -504,7 +493,7 @@ fn test_06_each_value_is_dropped_exactly_once_when_its_handle_is() {
                 .map(|i| Some(alloc(what, &pool, Tracked::new(i))))
                 .collect();
             for id in 0..8 {
-                check_eq(
+                same(
                     &format!("allocated 8 values, then counted drops of value {id}"),
                     0,
                     drops(id),
@@ -514,7 +503,7 @@ fn test_06_each_value_is_dropped_exactly_once_when_its_handle_is() {
             for (next, k) in (8..).zip([3, 0, 7, 5, 1]) {
                 let id = handles[k].as_ref().map(|h| h.id).unwrap();
                 handles[k] = None;
-                check_eq(
+                same(
                     &format!("dropped the handle of value {id}, then counted its drops"),
                     1,
                     drops(id),
@@ -526,7 +515,7 @@ fn test_06_each_value_is_dropped_exactly_once_when_its_handle_is() {
                 );
                 // Refill the freed slot: reusing it must not drop anything.
                 handles[k] = Some(alloc(what, &pool, Tracked::new(next)));
-                check_eq(
+                same(
                     &format!(
                         "dropped value {id}'s handle, allocated value {next} in its slot, then counted drops of {id}"
                     ),
@@ -539,7 +528,7 @@ fn test_06_each_value_is_dropped_exactly_once_when_its_handle_is() {
             let h = handles[2].as_mut().unwrap();
             let old = h.id;
             **h = Tracked::new(100);
-            check_eq(
+            same(
                 &format!(
                     "assigned *handle = Tracked(100) over value {old}, then counted its drops"
                 ),
@@ -550,7 +539,7 @@ fn test_06_each_value_is_dropped_exactly_once_when_its_handle_is() {
             let live: Vec<usize> = handles.iter().map(|h| h.as_ref().unwrap().id).collect();
             drop(handles);
             for id in live {
-                check_eq(
+                same(
                     &format!("dropped every handle, then counted drops of value {id}"),
                     1,
                     drops(id),
@@ -579,13 +568,13 @@ fn test_07_into_inner_moves_the_value_out_and_frees_the_slot() {
             let _b = alloc(what, &pool, Tracked::new(1));
             let a_addr = addr(&a);
             let value = Handle::into_inner(a);
-            check_eq(
+            same(
                 "called Handle::into_inner(handle of value 0)",
                 (0, Tracked::payload_of(0)),
                 value.fields(),
                 "into_inner returns the value that was in the slot",
             );
-            check_eq(
+            same(
                 "called Handle::into_inner(handle of value 0), then counted its drops",
                 0,
                 drops(0),
@@ -597,14 +586,14 @@ fn test_07_into_inner_moves_the_value_out_and_frees_the_slot() {
                 &pool,
                 Tracked::new(2),
             );
-            check_eq(
+            same(
                 "called into_inner, then try_alloc: the new value's address",
                 a_addr,
                 addr(&c),
                 "into_inner frees the slot, so the next value reuses it",
             );
             drop(value);
-            check_eq(
+            same(
                 "dropped the value into_inner returned, then counted its drops",
                 1,
                 drops(0),
@@ -631,7 +620,7 @@ fn test_08_handles_outlive_the_pool_and_the_storage_is_freed_last() {
                 .collect();
             drop(pool);
             for id in 0..3 {
-                check_eq(
+                same(
                     &format!(
                         "allocated 3 values, dropped the Pool, then counted drops of value {id}"
                     ),
@@ -641,7 +630,7 @@ fn test_08_handles_outlive_the_pool_and_the_storage_is_freed_last() {
                 );
             }
             handles[1].payload[0] = 4242;
-            check_eq(
+            same(
                 "dropped the Pool, then wrote and read a value through its handle",
                 4242,
                 handles[1].payload[0],
@@ -649,7 +638,7 @@ fn test_08_handles_outlive_the_pool_and_the_storage_is_freed_last() {
             );
             drop(handles);
             for id in 0..3 {
-                check_eq(
+                same(
                     &format!(
                         "dropped the Pool, then every handle, then counted drops of value {id}"
                     ),
@@ -659,7 +648,7 @@ fn test_08_handles_outlive_the_pool_and_the_storage_is_freed_last() {
                 );
             }
             let (_, after) = heap();
-            check_eq(
+            same(
                 "built a pool, allocated 3 values, dropped the pool, then the handles: heap bytes still held by this thread",
                 0,
                 after - before,
@@ -671,7 +660,7 @@ fn test_08_handles_outlive_the_pool_and_the_storage_is_freed_last() {
             drop(alloc(what, &pool, Tracked::new(9)));
             drop(pool);
             let (_, after) = heap();
-            check_eq(
+            same(
                 "built a pool, allocated and dropped one value, dropped the pool: heap bytes still held by this thread",
                 0,
                 after - before,
@@ -713,7 +702,7 @@ fn test_09_no_heap_allocation_after_construction() {
                 "try_alloc must reuse memory reserved by with_capacity: no Box::new, no Vec push beyond a reserved capacity",
             );
             let refused = pool.try_alloc([0; 8]).is_err();
-            check_eq(
+            same(
                 "filled the pool, then try_alloc once more: refused?",
                 true,
                 refused,
@@ -746,7 +735,7 @@ fn test_09_no_heap_allocation_after_construction() {
             );
             let h = alloc(what, &pool, [7; 8]);
             let v = Handle::into_inner(h);
-            check_eq(
+            same(
                 "called into_inner",
                 [7; 8],
                 v,
@@ -780,7 +769,7 @@ fn check_alignment<T: Copy + PartialEq + std::fmt::Debug>(
         }
     }
     for (i, h) in handles.iter().enumerate() {
-        check_eq(
+        same(
             &format!("called {what}, then read value {i} back"),
             make(i as u64),
             **h,
@@ -830,7 +819,7 @@ fn test_11_zero_sized_values_work() {
             Err(back) => drop(back),
         }
         let before = ZST_DROPS.with(Cell::get);
-        check_eq(
+        same(
             "filled a Zst pool, had one more refused and dropped it: Zst drops so far",
             1,
             before,
@@ -838,7 +827,7 @@ fn test_11_zero_sized_values_work() {
         );
         drop(handles.pop());
         drop(handles.pop());
-        check_eq(
+        same(
             &format!("called {what}, filled it, dropped 2 handles: Zst drops"),
             3,
             ZST_DROPS.with(Cell::get),
@@ -851,7 +840,7 @@ fn test_11_zero_sized_values_work() {
             3,
         );
         let slots: HashSet<usize> = handles.iter().map(|h| h.slot()).collect();
-        check_eq(
+        same(
             "read slot() of the 3 live Zst handles: how many distinct",
             3,
             slots.len(),
@@ -860,7 +849,7 @@ fn test_11_zero_sized_values_work() {
         handles.push(alloc(what, &pool, Zst));
         handles.push(alloc(what, &pool, Zst));
         drop(handles);
-        check_eq(
+        same(
             &format!("called {what}, refilled it, dropped every handle: Zst drops"),
             8,
             ZST_DROPS.with(Cell::get),
@@ -974,20 +963,20 @@ fn test_13_into_inner_on_the_last_handle_frees_the_storage() {
             drop(pool);
             let value = Handle::into_inner(h);
             let (_, after) = heap();
-            check_eq(
+            same(
                 "built a pool, allocated one value, dropped the Pool, called into_inner on the one handle: heap bytes still held by this thread",
                 0,
                 after - before,
                 "into_inner consumes the last reference to the storage: does it release the handle's Rc (not just forget the whole handle with mem::forget)?",
             );
-            check_eq(
+            same(
                 "called into_inner on the last handle, then counted drops of its value",
                 (0, (5, Tracked::payload_of(5))),
                 (drops(5), value.fields()),
                 "into_inner hands the value back intact and does not drop it",
             );
             drop(value);
-            check_eq(
+            same(
                 "dropped the value into_inner returned, then counted its drops",
                 1,
                 drops(5),
