@@ -67,3 +67,28 @@ fn test_02_redis_answers_and_prefixes_are_unique() {
     s.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"+PONG\r\n");
 }
+
+/// `PING` on `addr`, with a deadline: whether `+PONG` came back.
+fn pong(addr: std::net::SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return false;
+    };
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut reply = [0u8; 7];
+    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}
+
+#[test]
+fn test_03_a_private_redis_server_stops_and_restarts_on_its_port() {
+    let mut master = labkit::services::RedisServer::start();
+    let addr = master.addr();
+    assert!(pong(addr), "a started RedisServer answers PING");
+    assert_eq!(master.url(), format!("redis://{addr}"));
+    master.stop();
+    assert!(!pong(addr), "a stopped RedisServer is gone");
+    master.restart();
+    assert_eq!(master.addr(), addr, "restart keeps the port");
+    assert!(pong(addr), "a restarted RedisServer answers PING");
+    drop(master);
+    assert!(!pong(addr), "a dropped RedisServer is gone");
+}

@@ -1,8 +1,8 @@
 //! Grader for lab 24: a Redis-compatible server.
 //!
 //! Tests 01-16 speak RESP to the server byte for byte (labkit's client, so
-//! every reply is compared exactly and every wait has a deadline), and once
-//! through the real `redis-cli`. Tests 20-23 make it a replica: of a fake
+//! every reply is compared exactly and every wait has a deadline), once
+//! through the real `redis-cli` and once through the `redis` crate. Tests 20-23 make it a replica: of a fake
 //! master played by the test, which checks the handshake and every byte the
 //! replica sends back, and of a real `redis-server` that the test starts,
 //! kills and starts again.
@@ -16,7 +16,10 @@ use labkit::client::Client;
 use labkit::run::Cmd;
 use labkit::server::Server;
 use labkit::services::RedisServer;
-use labkit::wait::settle;
+use labkit::wait::{settle, within_async};
+
+/// The deadline on one call made with the redis crate.
+const CALL: Duration = Duration::from_secs(10);
 
 const BIN: &str = env!("CARGO_BIN_EXE_mini_redis");
 /// How long a fact the test polls for (a key expiring, a write reaching
@@ -805,6 +808,46 @@ fn test_16_abrupt_disconnects_leave_the_server_serving() {
     );
 }
 
+// The redis crate, as a Rust service would use it: a multiplexed
+// connection, a pipeline, binary values.
+#[test]
+fn test_17_the_redis_crate_works() {
+    let s = server();
+    let url = format!("redis://{}", s.addr());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    rt.block_on(async {
+        let client = redis::Client::open(url.as_str()).expect("a Redis URL");
+        let what = "redis::Client::get_multiplexed_async_connection()";
+        let mut conn = match within_async(CALL, what, client.get_multiplexed_async_connection()).await {
+            Ok(c) => c,
+            Err(e) => s
+                .report()
+                .did(format!("connected to {url} with the redis crate"))
+                .got(e)
+                .hint("the crate sends CLIENT SETINFO first and ignores an error reply to it: is your error reply well formed?")
+                .fail(),
+        };
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET").arg("crate").arg(&b"bin\r\n\0ary"[..]);
+        pipe.cmd("GET").arg("crate");
+        pipe.cmd("INCR").arg("crate-n");
+        pipe.cmd("INCR").arg("crate-n");
+        pipe.cmd("DEL").arg("crate");
+        pipe.cmd("GET").arg("crate");
+        type Replies = (String, Vec<u8>, i64, i64, i64, Option<Vec<u8>>);
+        let got: redis::RedisResult<Replies> = within_async(CALL, "a pipeline of 6 commands", pipe.query_async(&mut conn)).await;
+        let want: Replies = ("OK".into(), b"bin\r\n\0ary".to_vec(), 1, 2, 1, None);
+        Report::new("sent SET crate <binary>, GET crate, INCR crate-n twice, DEL crate, GET crate as one pipeline with the redis crate")
+            .expected(format!("Ok({want:?})"))
+            .got(format!("{got:?}"))
+            .hint("a pipeline is many commands in one write: every reply, in order")
+            .check(got.as_ref().ok() == Some(&want));
+    });
+}
+
 // ---------------------------------------------------------------------------
 // Replication.
 
@@ -865,46 +908,50 @@ impl FakeMaster {
 }
 
 impl Link {
-    /// Reads one RESP array of bulk strings from the replica.
-    fn read_command(&mut self, replica: &Server, after: &str) -> Vec<String> {
+    /// Reads one RESP array of bulk strings from the replica; `Err` says
+    /// what came instead.
+    fn try_read_command(&mut self) -> Result<Vec<String>, String> {
         let start = Instant::now();
         loop {
             if let Some((args, used)) = parse_command(&self.buf) {
                 self.buf.drain(..used);
-                return args;
+                return Ok(args);
             }
             if start.elapsed() > SETTLE {
-                replica
-                    .report()
-                    .did(after)
-                    .expected("a command (an array of bulk strings) from the replica")
-                    .got(format!(
-                        "{:?} and then nothing",
-                        String::from_utf8_lossy(&self.buf)
-                    ))
-                    .hint("the replica speaks RESP to its master, as a client would")
-                    .fail();
+                return Err(format!(
+                    "{:?} and then nothing for {SETTLE:?}",
+                    String::from_utf8_lossy(&self.buf)
+                ));
             }
             let mut chunk = [0u8; 4096];
             match self.conn.read(&mut chunk) {
-                Ok(0) => replica
-                    .report()
-                    .did(after)
-                    .expected("a command from the replica")
-                    .got(format!(
-                        "it closed the connection (after sending {:?})",
+                Ok(0) => {
+                    return Err(format!(
+                        "{:?}, then it closed the connection",
                         String::from_utf8_lossy(&self.buf)
-                    ))
-                    .fail(),
+                    ));
+                }
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e)
                     if matches!(
                         e.kind(),
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                     ) => {}
-                Err(e) => panic!("reading from the replica failed: {e}"),
+                Err(e) => return Err(format!("reading failed: {e}")),
             }
         }
+    }
+
+    fn read_command(&mut self, replica: &Server, after: &str) -> Vec<String> {
+        self.try_read_command().unwrap_or_else(|got| {
+            replica
+                .report()
+                .did(after)
+                .expected("a command (an array of bulk strings) from the replica")
+                .got(got)
+                .hint("the replica speaks RESP to its master, as a client would")
+                .fail()
+        })
     }
 
     fn expect(&mut self, replica: &Server, after: &str, want: &[&str], hint: &str) {
@@ -917,6 +964,46 @@ impl Link {
                 .got(format!("{got:?}"))
                 .hint(hint)
                 .fail();
+        }
+    }
+
+    /// Expects `REPLCONF ACK <offset>`. Earlier ACKs with a smaller offset
+    /// may come first (a real replica also acks once a second, unasked);
+    /// anything else is a failure.
+    fn expect_ack(&mut self, replica: &Server, after: &str, offset: i64, hint: &str) {
+        let mut earlier = Vec::new();
+        loop {
+            let got = match self.try_read_command() {
+                Ok(got) => got,
+                Err(e) => replica
+                    .report()
+                    .did(after)
+                    .expected(format!(
+                        "the replica to send [\"REPLCONF\", \"ACK\", \"{offset}\"]"
+                    ))
+                    .got(format!("ACKs of {earlier:?} only, then {e}"))
+                    .hint(hint)
+                    .fail(),
+            };
+            let acked = match got.as_slice() {
+                [r, a, n]
+                    if r.eq_ignore_ascii_case("REPLCONF") && a.eq_ignore_ascii_case("ACK") =>
+                {
+                    n.parse::<i64>().ok()
+                }
+                _ => None,
+            };
+            match acked {
+                Some(n) if n == offset => return,
+                Some(n) if n < offset => earlier.push(n),
+                _ => replica
+                    .report()
+                    .did(after)
+                    .expected(format!("the replica to send [\"REPLCONF\", \"ACK\", \"{offset}\"] (earlier ACKs with smaller offsets are allowed)"))
+                    .got(format!("{got:?}"))
+                    .hint(hint)
+                    .fail(),
+            }
         }
     }
 
@@ -1049,12 +1136,12 @@ fn test_21_replica_applies_the_stream_and_acks_its_byte_offset() {
         link.send(chunk);
     }
     let first = start_offset + cmds.len() as i64;
-    link.expect(
+    link.expect_ack(
         &replica,
         "sent +FULLRESYNC <id> 5000, the snapshot, 7 commands and REPLCONF GETACK *",
-        &["REPLCONF", "ACK", &first.to_string()],
+        first,
         &format!(
-            "the only thing a replica sends after the sync is the ACK; the offset is 5000 (from +FULLRESYNC) plus the {} bytes of the commands before the GETACK: count bytes, not commands, and skip exactly the snapshot's length (it has no CRLF after it)",
+            "the only thing a replica sends after the sync is ACKs; the offset is 5000 (from +FULLRESYNC) plus the {} bytes of the commands before the GETACK: count bytes, not commands, and skip exactly the snapshot's length (it has no CRLF after it)",
             cmds.len()
         ),
     );
@@ -1087,10 +1174,10 @@ fn test_21_replica_applies_the_stream_and_acks_its_byte_offset() {
     link.send(&more);
     link.send(&getack);
     let second = first + getack.len() as i64 + more.len() as i64;
-    link.expect(
+    link.expect_ack(
         &replica,
         "sent SET gamma 3 and REPLCONF GETACK * again",
-        &["REPLCONF", "ACK", &second.to_string()],
+        second,
         "the first GETACK's own bytes count in the offset after it",
     );
     ask(
