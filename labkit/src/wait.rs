@@ -9,6 +9,7 @@
 //! | [`eventually`] | polling an async fact with no event to wait on (rows in `pg_stat_activity`, a key in Redis) until it holds |
 //! | [`settle`] | polling a `/proc` fact that has no event to wait on, until it holds or a deadline passes |
 //! | [`panic_message`] | the text of a panic payload |
+//! | [`runtime`] | a tokio runtime for a grader that cannot be `#[tokio::test]` |
 //! | [`ParkWatch`] | telling a parked server from a slow one while a client waits for its answer |
 //!
 //! # Parked, or only slow?
@@ -184,6 +185,21 @@ pub async fn expect_err<T, E, F>(
         .got(got)
         .hint(hint)
         .fail()
+}
+
+/// A tokio runtime for a grader that runs its async body itself rather
+/// than as `#[tokio::test]`: one that holds a `TestDb` (whose drop blocks,
+/// so it must outlive the runtime), or drives a server from a test thread.
+/// `workers` 0 gives a current-thread runtime, more a multi-thread one.
+pub fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    let mut b = if workers == 0 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    b.enable_all().build().expect("a tokio runtime")
 }
 
 /// Polls `check` every few milliseconds until it returns `Ok` or

@@ -43,11 +43,7 @@ where
     Fut: Future<Output = ()>,
 {
     let db = labkit::services::postgres();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("build a tokio runtime");
+    let rt = labkit::wait::runtime(2);
     rt.block_on(async {
         let pool = within_async(
             CALL,

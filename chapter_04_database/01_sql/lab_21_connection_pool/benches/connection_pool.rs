@@ -21,10 +21,7 @@ use sqlx::{Connection, PgConnection};
 
 fn bench(c: &mut Criterion) {
     let db = labkit::services::postgres();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    let rt = labkit::wait::runtime(0);
     let pool = Pool::new(PgManager::new(db.url.clone()), Config::new(1));
 
     let mut group = c.benchmark_group("select_1");

@@ -955,10 +955,7 @@ fn pg_hint(e: &PoolError<sqlx::Error>) -> &'static str {
 /// is dropped after the runtime, since dropping it blocks.
 fn pg_test(body: impl AsyncFnOnce(&TestDb)) {
     let db = services::postgres();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    let rt = labkit::wait::runtime(0);
     rt.block_on(body(&db));
     drop(rt);
 }

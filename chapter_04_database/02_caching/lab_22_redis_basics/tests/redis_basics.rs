@@ -70,11 +70,7 @@ where
     Fut: Future<Output = ()>,
 {
     let kv = labkit::services::redis();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("build a tokio runtime");
+    let rt = labkit::wait::runtime(2);
     rt.block_on(async {
         let store = connect(&kv).await;
         let raw = raw_connection(&kv).await;

@@ -87,11 +87,7 @@ where
 {
     let db = labkit::services::postgres();
     let kv = labkit::services::redis();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("build a tokio runtime");
+    let rt = labkit::wait::runtime(2);
     rt.block_on(async {
         let pool = PgPoolOptions::new()
             .max_connections(10)

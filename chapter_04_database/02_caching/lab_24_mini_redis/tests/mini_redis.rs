@@ -814,10 +814,7 @@ fn test_16_abrupt_disconnects_leave_the_server_serving() {
 fn test_17_the_redis_crate_works() {
     let s = server();
     let url = format!("redis://{}", s.addr());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    let rt = labkit::wait::runtime(0);
     rt.block_on(async {
         let client = redis::Client::open(url.as_str()).expect("a Redis URL");
         let what = "redis::Client::get_multiplexed_async_connection()";
