@@ -19,7 +19,7 @@
 //! | [`procfs`] | facts from `/proc`: threads, open fds, RSS, state, children, TCP and UDP queues, what a thread sleeps in |
 //! | [`process`] | the one child-process core under `run`, `server` and `session`: reaping without racing `kill`, killing the tree, describing an exit |
 //! | [`services`] | real PostgreSQL and Redis: a fresh database or key prefix per test, a shared throwaway server when no URL is set |
-//! | [`session`] | drive a running program: read stdout lines with deadlines, inspect it in `/proc` while it waits, answer on stdin |
+//! | [`session`] | drive a running program: read stdout lines with deadlines, inspect it in `/proc` while it waits, answer on stdin; `start_role` runs a test of this binary as a child process (to SIGKILL it, or run two) |
 //! | [`strace`] | run under `strace` and count system calls by name |
 //! | [`udp`] | a UDP socket of the test's own: receives with a deadline, fast failure when the server is parked |
 //! | [`upstream`] | an HTTP upstream inside the test for proxy graders: records requests, answers as told (hang, reset, hold, stream in two parts), health endpoint, stop and restart |

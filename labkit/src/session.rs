@@ -47,6 +47,29 @@ const DROP_DEADLINE: Duration = Duration::from_secs(5);
 /// The most stderr kept for messages (the newest bytes).
 const STDERR_KEEP: usize = 64 * 1024;
 
+/// Set in the environment of a child started by [`Session::start_role`].
+const ROLE_MARK: &str = "LABKIT_ROLE";
+
+/// A parameter of a role started by [`Session::start_role`]: the value of
+/// the environment variable `key`. Run by hand (`cargo test -- --ignored`),
+/// a role has no parent and fails with a sentence that says so.
+#[track_caller]
+pub fn role_param(key: &str) -> String {
+    if std::env::var_os(ROLE_MARK).is_none() {
+        Report::new("ran a role test directly")
+            .got("it is not a test of its own: another test starts it as a child process")
+            .hint("run the tests without --ignored; the test that uses this role starts it")
+            .fail();
+    }
+    match std::env::var(key) {
+        Ok(v) => v,
+        Err(_) => Report::new(format!("read the role parameter {key}"))
+            .got("it is not set")
+            .hint("the parent test passes it to Session::start_role")
+            .fail(),
+    }
+}
+
 /// A running program; see the module docs.
 #[derive(Debug)]
 pub struct Session {
@@ -75,6 +98,63 @@ impl Session {
         for a in args {
             launch.arg(a);
         }
+        Session::launch(launch)
+    }
+
+    /// Starts this test binary again as a child process that runs only the
+    /// `#[ignore]`d test named `role`, with `env` set. That is how a grader
+    /// runs a library lab's code in a process of its own, one it can kill
+    /// with SIGKILL mid-stream or run twice side by side (two consumers, two
+    /// server instances), without a binary target in the lab. The role reads
+    /// its parameters with [`role_param`] and talks to the parent through
+    /// stdout lines; libtest's own lines ("running 1 test") come too, so read
+    /// with a predicate ([`Session::read_until`]).
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use labkit::session::{Session, role_param};
+    /// #[test]
+    /// fn test_09_survives_sigkill() {
+    ///     let mut child = Session::start_role("role_publisher", &[("QUEUE_DIR", "/tmp/q")]);
+    ///     child.read_until("`published 100`", |l| l == "published 100", Duration::from_secs(10));
+    ///     drop(child); // SIGKILL
+    /// }
+    ///
+    /// #[test]
+    /// #[ignore = "a child process of test_09"]
+    /// fn role_publisher() {
+    ///     let dir = role_param("QUEUE_DIR");
+    ///     // ... publish, println!("published {n}") ...
+    /// }
+    /// ```
+    #[track_caller]
+    pub fn start_role(role: &str, env: &[(&str, &str)]) -> Session {
+        let exe = match std::env::current_exe() {
+            Ok(exe) => exe,
+            Err(e) => Report::new(format!("looked up this test binary to start role `{role}`"))
+                .got(format!("current_exe failed: {e}"))
+                .fail(),
+        };
+        let mut launch = Launch::new(exe);
+        for a in [
+            role,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ] {
+            launch.arg(a);
+        }
+        launch.env.push((ROLE_MARK.into(), role.into()));
+        for (k, v) in env {
+            launch.env.push((k.into(), v.into()));
+        }
+        Session::launch(launch)
+    }
+
+    #[track_caller]
+    fn launch(launch: Launch) -> Session {
         let command_line = launch.command_line();
         let mut command = launch.command();
         command
