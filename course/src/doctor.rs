@@ -196,6 +196,20 @@ pub fn doctor(root: &std::path::Path, s: &Style) -> bool {
         });
     }
 
+    // wrk: the baseline of the http bench suite, which compares lab 36's
+    // load generator with it.
+    let wrk = which("wrk");
+    findings.push(Finding {
+        ok: wrk.is_some(),
+        optional: true,
+        what: match &wrk {
+            Some(p) => format!("wrk ({})", p.display()),
+            None => "wrk (for `cargo course bench http`, lab 36's baseline): not found".into(),
+        },
+        fix: "sudo apt-get install wrk (Fedora: sudo dnf install wrk; macOS: brew install wrk)"
+            .into(),
+    });
+
     // Open files: the many-connection labs need thousands.
     let (soft, hard) = nofile_limits();
     findings.push(Finding {

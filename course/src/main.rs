@@ -71,7 +71,7 @@ enum Cmd {
     Sync,
     /// Check prerequisites (Rust, strace, PostgreSQL, Redis, open-file limit).
     Doctor,
-    /// Measure the servers under load: `bench echo` (labs 09-12), `bench chat` (lab 13) or `bench redis` (lab 24, against redis-server).
+    /// Measure the servers under load: `bench echo` (labs 09-12), `bench chat` (lab 13) or `bench redis` (lab 24, against redis-server); or a load generator: `bench http` (lab 36, against wrk).
     Bench(bench::Options),
     /// The course's own test suite: solutions pass, starters fail, mutants are caught.
     Verify {

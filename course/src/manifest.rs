@@ -52,12 +52,13 @@ pub struct LabEntry {
     pub bench: Option<BenchEntry>,
 }
 
-/// A server lab's place in `cargo course bench`: which suite measures it,
-/// under which name, running which binary.
+/// A lab's place in `cargo course bench`: which suite measures it, under
+/// which name, running which binary. The binary is a server, except in the
+/// http suite, which measures load generators (lab 36's client).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BenchEntry {
-    /// The suite (`echo`, `chat`, `redis`): `bench::suite` knows its loads.
+    /// The suite (`echo`, `chat`, `redis`, `http`): `bench::suite` knows its loads.
     pub suite: String,
     /// The server's name in the table and on the chart.
     pub name: String,
@@ -271,6 +272,13 @@ impl Course {
                 )),
             }
         }
+        // Nothing left to build: no word on what "planned" means.
+        if partial.is_empty() && planned.is_empty() {
+            let [first, .., last] = ready.as_slice() else {
+                return format!("Chapter 1 is ready: all {n} labs are built.");
+            };
+            return format!("Chapters {first} to {last} are ready: all {n} labs are built.");
+        }
         let mut parts = Vec::new();
         if !ready.is_empty() {
             parts.push(format!("{} ready", chapters_phrase(&ready)));
@@ -415,6 +423,19 @@ status = "planned"
         assert_eq!(
             c.status_sentence(),
             "Chapter 1 has 1 of its 2 labs ready (labs 01 to 02). Labs not built yet are listed as *planned*, and `cargo course` shows them as such."
+        );
+        let mut done = sample();
+        for l in done
+            .chapters
+            .iter_mut()
+            .flat_map(|c| &mut c.topics)
+            .flat_map(|t| &mut t.labs)
+        {
+            l.status = Status::Ready;
+        }
+        assert_eq!(
+            done.status_sentence(),
+            "Chapter 1 is ready: all 2 labs are built."
         );
         assert_eq!(chapters_phrase(&[1, 2, 3]), "chapters 1 to 3 are");
         assert_eq!(chapters_phrase(&[5, 6]), "chapters 5 and 6 are");

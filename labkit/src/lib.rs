@@ -14,12 +14,15 @@
 //! | [`faults`] | a fault-injecting TCP proxy in front of a real database or upstream: pass, latency, blackhole, reset, refuse, switched at run time |
 //! | [`http`] | HTTP: a real client (reqwest with rustls/ring), raw requests and responses over a [`client::Client`] for malformed, fragmented and pipelined cases |
 //! | [`http_suite`] | the HTTP servers' shared conformance suite (labs 15 and 16): `http_suite!` generates numbered tests |
+//! | [`jsonlog`] | structured logs: a server's stderr as one JSON object per line (tracing-subscriber JSON), spans and fields |
 //! | [`data`] | payloads in which a lost, doubled or reordered piece shows: printable [`data::text`], every byte value [`data::binary`] |
 //! | [`echo`] | the echo servers' shared conformance suite: `echo_suite!` generates numbered tests |
 //! | [`procfs`] | facts from `/proc`: threads, open fds, RSS, state, children, TCP and UDP queues, what a thread sleeps in |
+//! | [`prom`] | the Prometheus text exposition format: a strict parser, lookups by label set, histogram series, consistency checks |
 //! | [`process`] | the one child-process core under `run`, `server` and `session`: reaping without racing `kill`, killing the tree, describing an exit |
 //! | [`services`] | real PostgreSQL and Redis: a fresh database or key prefix per test, a shared throwaway server when no URL is set |
 //! | [`session`] | drive a running program: read stdout lines with deadlines, inspect it in `/proc` while it waits, answer on stdin; `start_role` runs a test of this binary as a child process (to SIGKILL it, or run two) |
+//! | [`tasks_suite`] | the capstone's shared suite (labs 32-35): `tasks_suite!` generates numbered tests of the tasks REST API, with an observer hook for logs and metrics |
 //! | [`strace`] | run under `strace` and count system calls by name |
 //! | [`udp`] | a UDP socket of the test's own: receives with a deadline, fast failure when the server is parked |
 //! | [`upstream`] | an HTTP upstream inside the test for proxy graders: records requests, answers as told (hang, reset, hold, stream in two parts), health endpoint, stop and restart |
@@ -36,14 +39,17 @@ pub mod echo;
 pub mod faults;
 pub mod http;
 pub mod http_suite;
+pub mod jsonlog;
 pub mod process;
 pub mod procfs;
+pub mod prom;
 pub mod report;
 pub mod run;
 pub mod server;
 pub mod services;
 pub mod session;
 pub mod strace;
+pub mod tasks_suite;
 pub mod udp;
 pub mod upstream;
 pub mod wait;

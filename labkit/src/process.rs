@@ -45,6 +45,8 @@ pub(crate) struct Launch {
     pub program: PathBuf,
     pub args: Vec<OsString>,
     pub env: Vec<(OsString, OsString)>,
+    /// Variables of the test's own environment the program must not inherit.
+    pub env_remove: Vec<OsString>,
     pub cwd: Option<PathBuf>,
 }
 
@@ -54,6 +56,7 @@ impl Launch {
             program: program.as_ref().to_path_buf(),
             args: Vec::new(),
             env: Vec::new(),
+            env_remove: Vec::new(),
             cwd: None,
         }
     }
@@ -67,6 +70,9 @@ impl Launch {
     pub(crate) fn command(&self) -> Command {
         let mut command = Command::new(&self.program);
         command.args(&self.args);
+        for k in &self.env_remove {
+            command.env_remove(k);
+        }
         for (k, v) in &self.env {
             command.env(k, v);
         }
@@ -128,6 +134,12 @@ macro_rules! launch_setters {
             self.launch
                 .env
                 .push((key.as_ref().to_os_string(), value.as_ref().to_os_string()));
+            self
+        }
+
+        #[doc = concat!("Keeps the variable `key` of the test's own environment from ", $what, " (e.g. `RUST_LOG`, to see its default); a later `env` of the same key still sets it.")]
+        pub fn env_remove(mut self, key: impl AsRef<std::ffi::OsStr>) -> Self {
+            self.launch.env_remove.push(key.as_ref().to_os_string());
             self
         }
 

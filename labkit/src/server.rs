@@ -35,6 +35,11 @@
 //!
 //! Only bounded tails are kept: the last [`STDERR_TAIL_LINES`] lines of
 //! stderr and the first 4 KiB of any stdout after the `listening on` line.
+//! A grader that reads the server's logs line by line (structured logging:
+//! every line is one JSON object) asks for every line with
+//! [`ServerBuilder::keep_stderr`], then marks a point with
+//! [`Server::stderr_mark`] and reads or waits for the lines written since
+//! ([`Server::stderr_lines_since`], [`Server::wait_stderr_lines`]).
 //! Later stdout is a failure (logs belong on stderr), reported by
 //! [`Server::check_quiet_stdout`], by [`Server::expect_alive`] and
 //! [`Server::stop_with`], and when the `Server` is dropped at the end of a
@@ -98,6 +103,20 @@ pub const STOP_DEADLINE: Duration = Duration::from_secs(5);
 /// How many lines of stderr are kept (the newest ones).
 pub const STDERR_TAIL_LINES: usize = 200;
 
+/// The longest stderr line kept by [`ServerBuilder::keep_stderr`]; a longer
+/// one is cut there (and so no longer parses, if it was JSON).
+pub const KEPT_LINE_MAX: usize = 64 * 1024;
+
+/// A point in a server's stderr: the number of complete lines written
+/// before it; see [`Server::stderr_mark`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct StderrMark(pub usize);
+
+impl StderrMark {
+    /// The start of the server's stderr.
+    pub const START: StderrMark = StderrMark(0);
+}
+
 /// The longest stderr line kept, and the most stdout read while looking for
 /// the first line: a server that prints megabytes without a newline must not
 /// fill the test's memory.
@@ -127,6 +146,8 @@ pub struct ServerBuilder {
     /// `RLIMIT_NOFILE` for the child, for fd-exhaustion tests.
     nofile: Option<u64>,
     ready_deadline: Duration,
+    /// Keep every stderr line, not only the tail.
+    keep_stderr: bool,
 }
 
 impl ServerBuilder {
@@ -145,6 +166,16 @@ impl ServerBuilder {
     /// How long the server gets to print `listening on <addr>`.
     pub fn ready_deadline(mut self, deadline: Duration) -> Self {
         self.ready_deadline = deadline;
+        self
+    }
+
+    /// Keeps every line the server writes to stderr (each cut at
+    /// [`KEPT_LINE_MAX`] bytes), not only the last [`STDERR_TAIL_LINES`], for
+    /// graders that read its logs: [`Server::stderr_lines_since`],
+    /// [`Server::wait_stderr_lines`]. Memory grows with the log, so only for
+    /// servers that log a line or a few per request.
+    pub fn keep_stderr(mut self) -> Self {
+        self.keep_stderr = true;
         self
     }
 
@@ -185,7 +216,10 @@ impl ServerBuilder {
                 out: None,
                 err: None,
                 stdout: StdoutLog::default(),
-                stderr: StderrLog::default(),
+                stderr: StderrLog {
+                    all: self.keep_stderr.then(Vec::new),
+                    ..StderrLog::default()
+                },
             }),
             changed: Condvar::new(),
             quoted: AtomicBool::new(false),
@@ -276,6 +310,7 @@ impl Server {
             launch,
             nofile: None,
             ready_deadline: READY_DEADLINE,
+            keep_stderr: false,
         }
     }
 
@@ -379,6 +414,76 @@ impl Server {
         let mut st = self.view.shared.lock();
         st.pump();
         st.stderr.text()
+    }
+
+    /// How many complete lines the server has written to stderr so far
+    /// (everything written before this call counts): a mark for
+    /// [`Server::stderr_lines_since`]. Works with or without
+    /// [`ServerBuilder::keep_stderr`].
+    pub fn stderr_mark(&self) -> StderrMark {
+        let mut st = self.view.shared.lock();
+        st.pump();
+        StderrMark(st.stderr.count)
+    }
+
+    /// Every complete stderr line (without its newline) the server wrote
+    /// after `mark`, including everything written before this call; a line
+    /// still being written (no newline yet) is not included. Needs
+    /// [`ServerBuilder::keep_stderr`]; a test that forgot it fails with
+    /// that advice.
+    #[track_caller]
+    pub fn stderr_lines_since(&self, mark: StderrMark) -> Vec<String> {
+        let mut st = self.view.shared.lock();
+        st.pump();
+        let lines = st.stderr.lines_since(mark.0);
+        drop(st);
+        lines.unwrap_or_else(|| self.not_kept())
+    }
+
+    /// Every complete stderr line since the server started; see
+    /// [`Server::stderr_lines_since`].
+    #[track_caller]
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr_lines_since(StderrMark::START)
+    }
+
+    /// Waits until `done` holds for the complete stderr lines written since
+    /// `mark` (or the server has exited and closed stderr, or written to
+    /// stdout after its `listening on` line, a failure already certain, or
+    /// `deadline` passes), and returns those lines, whether `done` held or
+    /// not: the caller reports what was missing. Woken by the server's
+    /// output, not by polling. Needs [`ServerBuilder::keep_stderr`].
+    #[track_caller]
+    pub fn wait_stderr_lines(
+        &self,
+        mark: StderrMark,
+        deadline: Duration,
+        mut done: impl FnMut(&[String]) -> bool,
+    ) -> Vec<String> {
+        if self.view.shared.lock().stderr.all.is_none() {
+            self.not_kept();
+        }
+        let until = Instant::now() + deadline;
+        let mut seen = None;
+        let mut lines = Vec::new();
+        let st = self.view.shared.wait_until(until, |st| {
+            if seen != Some(st.stderr.count) {
+                seen = Some(st.stderr.count);
+                lines = st.stderr.lines_since(mark.0).unwrap_or_default();
+            }
+            done(&lines) || st.stderr.eof || st.stdout.late_len > 0
+        });
+        drop(st);
+        lines
+    }
+
+    #[track_caller]
+    fn not_kept(&self) -> ! {
+        Report::new("read the server's stderr line by line")
+            .expected("a server spawned with `ServerBuilder::keep_stderr()`")
+            .got("a server that keeps only the tail of its stderr")
+            .hint("this is a bug in the grader: spawn the server with Server::builder(..).keep_stderr()")
+            .fail()
     }
 
     /// Sends `signal` (`libc::SIGSTOP`, `SIGCONT`, `SIGINT`, ...) without
@@ -815,12 +920,19 @@ impl StdoutLog {
     }
 }
 
-/// The newest lines of the server's stderr.
+/// The newest lines of the server's stderr (and all of them, if kept).
 #[derive(Debug, Default)]
 struct StderrLog {
     lines: VecDeque<Vec<u8>>,
     /// The line being written (no newline yet), cut at `LINE_MAX`.
     partial: Vec<u8>,
+    /// How many complete lines were written.
+    count: usize,
+    /// Every complete line, without its newline, if the test asked
+    /// ([`ServerBuilder::keep_stderr`]); each cut at [`KEPT_LINE_MAX`].
+    all: Option<Vec<String>>,
+    /// The line being written, for `all`.
+    all_partial: Vec<u8>,
     eof: bool,
 }
 
@@ -830,7 +942,20 @@ impl StderrLog {
             let room = LINE_MAX.saturating_sub(self.partial.len());
             self.partial
                 .extend_from_slice(&piece[..room.min(piece.len())]);
+            if let Some(all) = &mut self.all {
+                let room = KEPT_LINE_MAX.saturating_sub(self.all_partial.len());
+                self.all_partial
+                    .extend_from_slice(&piece[..room.min(piece.len())]);
+                if piece.ends_with(b"\n") {
+                    let mut line = std::mem::take(&mut self.all_partial);
+                    while line.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
+                        line.pop();
+                    }
+                    all.push(String::from_utf8_lossy(&line).into_owned());
+                }
+            }
             if piece.ends_with(b"\n") {
+                self.count += 1;
                 let mut line = std::mem::take(&mut self.partial);
                 if !line.ends_with(b"\n") {
                     line.push(b'\n');
@@ -841,6 +966,12 @@ impl StderrLog {
                 }
             }
         }
+    }
+
+    /// The kept lines after the first `from`; `None` if lines are not kept.
+    fn lines_since(&self, from: usize) -> Option<Vec<String>> {
+        let all = self.all.as_ref()?;
+        Some(all.get(from..).map(<[String]>::to_vec).unwrap_or_default())
     }
 
     fn text(&self) -> String {
@@ -947,5 +1078,41 @@ mod tests {
         let text = log.text();
         assert!(text.starts_with("line 5\n"), "{text}");
         assert!(text.ends_with("line 204\npart"), "{text}");
+        assert_eq!(log.count, STDERR_TAIL_LINES + 5);
+        assert_eq!(log.lines_since(0), None);
+    }
+
+    #[test]
+    fn kept_stderr_has_every_line_since_a_mark() {
+        let mut log = StderrLog {
+            all: Some(Vec::new()),
+            ..StderrLog::default()
+        };
+        for i in 0..STDERR_TAIL_LINES + 5 {
+            log.feed(format!("line {i}\n").as_bytes());
+        }
+        log.feed(b"{\"a\":");
+        log.feed(b"1}\r\nhalf");
+        let all = log.lines_since(0).unwrap();
+        assert_eq!(all.len(), STDERR_TAIL_LINES + 6);
+        assert_eq!(all[0], "line 0");
+        assert_eq!(all[STDERR_TAIL_LINES + 5], "{\"a\":1}");
+        assert_eq!(
+            log.lines_since(STDERR_TAIL_LINES + 5).unwrap(),
+            ["{\"a\":1}"]
+        );
+        assert_eq!(log.lines_since(10_000).unwrap(), Vec::<String>::new());
+        assert_eq!(log.count, STDERR_TAIL_LINES + 6);
+    }
+
+    #[test]
+    fn kept_stderr_cuts_endless_lines() {
+        let mut log = StderrLog {
+            all: Some(Vec::new()),
+            ..StderrLog::default()
+        };
+        log.feed(&vec![b'x'; KEPT_LINE_MAX + 10]);
+        log.feed(b"\n");
+        assert_eq!(log.lines_since(0).unwrap()[0].len(), KEPT_LINE_MAX);
     }
 }

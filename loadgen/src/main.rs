@@ -18,6 +18,8 @@
 //! loadgen serve-echo [ADDR] [--delay-us N] [--die-after N]
 //! loadgen redis --addr A [--test get|set] [--clients 50] [--pipeline 1] [--requests 100000]
 //! loadgen serve-redis [ADDR]
+//! loadgen http  --addr A --conns N --tool wrk|loadtest [--program P] [--warmup-ms ..] [--duration-ms ..]
+//! loadgen serve-http [ADDR]
 //! ```
 //! `echo` keeps `depth` messages of `size` bytes in flight per connection
 //! (depth 1 is ping-pong; more is pipelining). `chat` measures a broadcast
@@ -27,7 +29,10 @@
 //! per second in all. `serve-echo` is the ceiling: the smallest echo server
 //! (also made slow or mortal on purpose, for the bench tool's own tests).
 //! `redis` and `serve-redis` wrap the real `redis-benchmark` and
-//! `redis-server` for the redis suite (see `redis.rs`).
+//! `redis-server` for the redis suite (see `redis.rs`). The http suite
+//! turns the roles around: `serve-http` is a fixed, fast HTTP/1.1 server
+//! (see `serve_http.rs`) and `http` runs a load generator under test, the
+//! real `wrk` or lab 36's `loadtest`, against it (see `http.rs`).
 //!
 //! Output, on stdout, one line each: `connected <n>` when every connection
 //! is up, `measuring` when the window opens, `done` when it closes, then
@@ -37,8 +42,10 @@
 mod chat;
 mod conns;
 mod echo;
+mod http;
 mod redis;
 mod serve;
+mod serve_http;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -106,7 +113,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(mode) = args.first() else {
         eprintln!(
-            "usage: loadgen echo|chat|serve-echo|redis|serve-redis [options] (see the module docs)"
+            "usage: loadgen echo|chat|serve-echo|redis|serve-redis|http|serve-http [options] (see the module docs)"
         );
         return ExitCode::from(2);
     };
@@ -116,8 +123,10 @@ fn main() -> ExitCode {
         "serve-echo" => serve::run(&opts),
         "redis" => redis::run(&opts),
         "serve-redis" => redis::serve(&opts),
+        "serve-http" => serve_http::run(&opts),
+        "http" => http::run(&opts),
         other => Err(format!(
-            "unknown mode {other:?}: echo, chat, serve-echo, redis or serve-redis"
+            "unknown mode {other:?}: echo, chat, serve-echo, redis, serve-redis, http or serve-http"
         )),
     });
     match result {

@@ -1,5 +1,7 @@
-//! `cargo course bench echo|chat|redis`: the servers of the performance core
-//! under load, measured from a separate process.
+//! `cargo course bench echo|chat|redis|http`: the servers of the
+//! performance core under load, measured from a separate process; and, in
+//! the http suite, the other way round: load generators measured against one
+//! fixed server.
 //!
 //! # How a run works
 //!
@@ -26,6 +28,17 @@
 //! 4. **Output.** A table on the terminal, every cell in a CSV, and an SVG
 //!    chart, under `.course/bench/`.
 //!
+//! # The http suite: clients under test
+//!
+//! The http suite ([`suite::Measures::Clients`]) compares *load generators*:
+//! lab 36's `loadtest` (its `bench` entry names a client binary) and the
+//! real `wrk`, the baseline. Every cell starts the same fixed server,
+//! `loadgen serve-http`, pinned where the other suites pin their servers,
+//! and runs the generator under test through `loadgen http --tool ..`,
+//! pinned where they pin `loadgen`. The CPU, memory and thread columns are
+//! then the *generator's*, and the ratios compare each generator's requests/s
+//! and p50/p99 latency with wrk's of the same round.
+//!
 //! By default server and client are pinned to the same CPU (`--pin 0`). On
 //! a small VM, waking a thread on another vCPU costs tens of microseconds,
 //! which would dominate a 64-byte round trip and measure the hypervisor,
@@ -50,13 +63,13 @@ use crate::style::Style;
 mod suite;
 mod table;
 
-use suite::{Load, Suite};
+use suite::{Load, Measures, Suite};
 use table::median;
 
 /// What to run: the arguments of `cargo course bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
-    /// echo, chat or redis.
+    /// echo, chat, redis or http.
     pub suite: String,
     /// Measure the reference solutions instead of your src/.
     #[arg(long)]
@@ -70,7 +83,7 @@ pub struct Options {
     /// Rounds (default 3, quick 1); servers rotate order each round.
     #[arg(long)]
     pub rounds: Option<usize>,
-    /// Connection (echo) or receiver (chat) counts, comma-separated.
+    /// Connection (echo, http) or receiver (chat) counts, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub conns: Vec<u64>,
     /// Warm-up before each measured window, in milliseconds.
@@ -82,14 +95,18 @@ pub struct Options {
     /// Use this load generator instead of building one (for tests).
     #[arg(long, hide = true)]
     pub loadgen: Option<PathBuf>,
-    /// Measure this server, `name=program args` (for tests); skips the build.
+    /// Measure this server (in the http suite: this load generator, as
+    /// `name=loadgen http --tool loadtest --program P`), `name=program
+    /// args`, for tests; with --loadgen, skips the build.
     #[arg(long = "server", hide = true)]
     pub servers: Vec<String>,
 }
 
-/// A server to measure: a name and the command before its address.
+/// What a suite measures, one row of its table: a server (the command
+/// before its address), or in the http suite a load generator (the command
+/// before the load's arguments and `--addr`).
 #[derive(Debug, Clone)]
-pub struct ServerSpec {
+pub struct Subject {
     name: String,
     program: PathBuf,
     args: Vec<String>,
@@ -105,9 +122,13 @@ pub struct Metrics {
     lines_per_s: f64,
     p50_us: f64,
     p99_us: f64,
+    /// CPU, memory and threads of the subject: the server, or in the
+    /// http suite the load generator.
     cpu_us_per_op: f64,
     peak_rss_kib: u64,
     threads: u64,
+    /// Failed requests the client saw (http: socket errors, non-2xx).
+    errors: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -121,8 +142,11 @@ pub struct Cell {
 /// What every cell of one run shares.
 struct Run<'a> {
     suite: &'static Suite,
-    servers: Vec<ServerSpec>,
+    /// The rows: servers, or in the http suite load generators.
+    servers: Vec<Subject>,
     loadgen: PathBuf,
+    /// The http suite's one server, the same for every generator.
+    fixed_server: Option<Subject>,
     rounds: usize,
     pin: Pin,
     /// `--warmup-ms N --duration-ms N`, appended to every load's arguments.
@@ -134,6 +158,16 @@ struct Run<'a> {
 pub fn bench(course: &Course, o: &Options, s: &Style) -> Result<bool> {
     let spec = suite::suite(&o.suite)?;
     let out_dir = course.root.join(".course/bench");
+    if o.loadgen.is_none() {
+        for (program, package) in spec.needs {
+            if crate::doctor::which(program).is_none() {
+                bail!(
+                    "`cargo course bench {}` runs {program}, which is not installed: install the {package} package (sudo apt-get install {package})",
+                    spec.name
+                );
+            }
+        }
+    }
     let (loadgen, mut servers) = match &o.loadgen {
         Some(l) => (l.clone(), Vec::new()),
         None => build(course, spec, o)?,
@@ -144,7 +178,7 @@ pub fn bench(course: &Course, o: &Options, s: &Style) -> Result<bool> {
             .context("--server takes name=program [args]")?;
         let mut words = cmd.split_whitespace().map(str::to_string);
         let program = PathBuf::from(words.next().context("--server needs a program")?);
-        servers.push(ServerSpec {
+        servers.push(Subject {
             name: name.to_string(),
             program,
             args: words.collect(),
@@ -161,9 +195,18 @@ pub fn bench(course: &Course, o: &Options, s: &Style) -> Result<bool> {
 
     let warmup = o.warmup_ms.unwrap_or(if o.quick { 300 } else { 1000 });
     let duration = o.duration_ms.unwrap_or(if o.quick { 1000 } else { 3000 });
+    let fixed_server = match spec.measures {
+        Measures::Servers => None,
+        Measures::Clients { server } => Some(Subject {
+            name: "loadgen".into(),
+            program: loadgen.clone(),
+            args: server.iter().map(|a| a.to_string()).collect(),
+        }),
+    };
     let run = Run {
         suite: spec,
         servers,
+        fixed_server,
         loadgen,
         rounds: o.rounds.unwrap_or(if o.quick { 1 } else { 3 }).max(1),
         pin: Pin::parse(&o.pin)?,
@@ -221,45 +264,69 @@ pub fn bench(course: &Course, o: &Options, s: &Style) -> Result<bool> {
 }
 
 impl Run<'_> {
-    /// Runs every round of every server under `loads` (numbered from
-    /// `first`), the server order rotating each round.
+    /// Runs every round of every subject under `loads` (numbered from
+    /// `first`), the subject order rotating each round.
     fn cells(&self, loads: &[Load], first: usize) -> Vec<Cell> {
         let servers = &self.servers;
-        let total = self.rounds * servers.len() * loads.len();
+        let n = servers.len();
+        let total = self.rounds * n * loads.len();
+        // Servers: one server through every load, then the next. Load
+        // generators: every generator at one connection count, then the
+        // next count, so the cells a ratio compares are seconds apart and a
+        // busy spell of the machine hits both.
+        let order: Vec<(usize, usize)> = match self.fixed_server {
+            None => (0..n)
+                .flat_map(|k| (0..loads.len()).map(move |j| (k, j)))
+                .collect(),
+            Some(_) => (0..loads.len())
+                .flat_map(|j| (0..n).map(move |k| (k, j)))
+                .collect(),
+        };
+        let loadgen = Subject {
+            name: "loadgen".into(),
+            program: self.loadgen.clone(),
+            args: Vec::new(),
+        };
         let mut cells = Vec::new();
         for round in 0..self.rounds {
-            for k in 0..servers.len() {
-                let server = &servers[(k + round) % servers.len()];
-                for (j, load) in loads.iter().enumerate() {
-                    let mut args = load.args.clone();
-                    args.extend(self.timing.iter().cloned());
-                    let deadline = Duration::from_millis(self.window_ms) + Duration::from_secs(45);
-                    let result = run_cell(
-                        self.suite,
-                        server,
-                        &self.loadgen,
-                        &args,
-                        &self.pin,
-                        deadline,
-                    );
-                    let line = match &result {
-                        Ok(m) => format!("{:>12.0}  p99 {:>8.0} us", m.rate, m.p99_us),
-                        Err(e) => self.style.red(&format!("failed: {}", table::first_line(e))),
-                    };
-                    println!(
-                        "[{:>3}/{total}] round {} {:<9} {:<26} {line}",
-                        cells.len() + 1,
-                        round + 1,
-                        server.name,
-                        load.label
-                    );
-                    cells.push(Cell {
-                        server: server.name.clone(),
-                        load: first + j,
-                        round,
-                        result,
-                    });
-                }
+            for &(k, j) in &order {
+                let subject = &servers[(k + round) % n];
+                let load = &loads[j];
+                // Servers run under loadgen; in the http suite, the
+                // subject is the client and the server is fixed.
+                let (server, client) = match &self.fixed_server {
+                    None => (subject, &loadgen),
+                    Some(fixed) => (fixed, subject),
+                };
+                let mut args = client.args.clone();
+                args.extend(load.args.iter().cloned());
+                args.extend(self.timing.iter().cloned());
+                let deadline = Duration::from_millis(self.window_ms) + Duration::from_secs(45);
+                let result = run_cell(
+                    self.suite,
+                    server,
+                    &client.program,
+                    &args,
+                    &self.pin,
+                    deadline,
+                );
+                let line = match &result {
+                    Ok(m) => format!("{:>12.0}  p99 {:>8.0} us", m.rate, m.p99_us),
+                    Err(e) => self.style.red(&format!("failed: {}", table::first_line(e))),
+                };
+                println!(
+                    "[{:>3}/{total}] round {} {:<9} {:<26} {line}",
+                    cells.len() + 1,
+                    round + 1,
+                    subject.name,
+                    load.label
+                );
+                cells.push(Cell {
+                    server: subject.name.clone(),
+                    load: first + j,
+                    round,
+                    result,
+                });
             }
         }
         cells
@@ -383,10 +450,12 @@ fn tail_of(child: &mut Child) -> std::thread::JoinHandle<String> {
     })
 }
 
+/// One cell: a fresh `server`, then `client` (loadgen, or in the http
+/// suite `loadgen http` wrapping a generator) with `args` and `--addr`.
 fn run_cell(
     suite: &Suite,
-    server: &ServerSpec,
-    loadgen: &Path,
+    server: &Subject,
+    client: &Path,
     args: &[String],
     pin: &Pin,
     deadline: Duration,
@@ -448,7 +517,7 @@ fn run_cell(
         }
     };
 
-    let mut cmd = Command::new(loadgen);
+    let mut cmd = Command::new(client);
     cmd.args(args)
         .arg("--addr")
         .arg(&addr)
@@ -458,7 +527,7 @@ fn run_cell(
     prepare(&mut cmd, pin.client);
     let mut client = cmd
         .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", loadgen.display()))?;
+        .map_err(|e| format!("cannot start {}: {e}", client.display()))?;
     let client_lines = lines_of(&mut client);
     let _client = Reaper(client);
 
@@ -496,6 +565,13 @@ fn run_cell(
                 status_field(pid, "Threads"),
             ));
         } else if let Some(e) = line.strip_prefix("error ") {
+            // A load generator under test that fails is its own failure
+            // while the fixed server is still up: no word about the server.
+            if let Measures::Clients { .. } = suite.measures
+                && matches!(srv.0.try_wait(), Ok(None))
+            {
+                return Err(format!("the load generator failed: {e}"));
+            }
             return Err(format!("{e}; {}", died(&mut srv, server_err, max_threads)));
         } else if let Some(json) = line.strip_prefix("result ") {
             let v: serde_json::Value =
@@ -509,7 +585,7 @@ fn run_cell(
                 _ => f64::NAN,
             };
             let rate = f(suite.rate_key);
-            return Ok(Metrics {
+            let mut metrics = Metrics {
                 rate,
                 mb_per_s: f("mb_per_s"),
                 lines_per_s: f("lines_per_s"),
@@ -522,7 +598,19 @@ fn run_cell(
                 },
                 peak_rss_kib: rss.unwrap_or(0),
                 threads: threads.unwrap_or(0),
-            });
+                errors: f("errors") as u64,
+            };
+            if let Measures::Clients { .. } = suite.measures {
+                // The subject is the generator: its own cost, as
+                // `loadgen http` measured it, not the fixed server's.
+                metrics.cpu_us_per_op = v
+                    .get("cpu_us_per_req")
+                    .and_then(|x| x.as_f64())
+                    .unwrap_or(f64::NAN);
+                metrics.peak_rss_kib = f("peak_rss_kib") as u64;
+                metrics.threads = f("threads") as u64;
+            }
+            return Ok(metrics);
         }
     }
 }
@@ -554,14 +642,15 @@ fn status_field(pid: u32, key: &str) -> Option<u64> {
         .ok()
 }
 
-/// Builds the servers of `spec` and loadgen in release mode in the bench's
-/// own tree; returns loadgen's path and the servers.
-fn build(course: &Course, spec: &Suite, o: &Options) -> Result<(PathBuf, Vec<ServerSpec>)> {
+/// Builds the subjects of `spec` (servers, or the http suite's load
+/// generators) and loadgen in release mode in the bench's own tree;
+/// returns loadgen's path and the subjects.
+fn build(course: &Course, spec: &Suite, o: &Options) -> Result<(PathBuf, Vec<Subject>)> {
     let root = &course.root;
     let scratch = root.join(".course/bench");
     let tree = scratch.join("tree");
     let target = scratch.join("target");
-    // The suite's servers, in course order, from course.toml.
+    // The suite's servers (or clients), in course order, from course.toml.
     let labs: Vec<(Lab, BenchEntry)> = course
         .ready_labs()
         .into_iter()
@@ -598,7 +687,11 @@ fn build(course: &Course, spec: &Suite, o: &Options) -> Result<(PathBuf, Vec<Ser
     let mut packages = vec!["loadgen".to_string()];
     packages.extend(labs.iter().map(|(l, _)| l.package().to_string()));
     println!(
-        "building the servers and loadgen in release mode (the first time builds every dependency: minutes)"
+        "building the {} and loadgen in release mode (the first time builds every dependency: minutes)",
+        match spec.measures {
+            Measures::Servers => "servers",
+            Measures::Clients { .. } => "load generators",
+        }
     );
     let cargo = Cargo {
         root: tree,
@@ -610,23 +703,37 @@ fn build(course: &Course, spec: &Suite, o: &Options) -> Result<(PathBuf, Vec<Ser
     let loadgen = bin.join("loadgen");
     let mut servers = Vec::new();
     if spec.ceiling {
-        servers.push(ServerSpec {
+        servers.push(Subject {
             name: "ceiling".into(),
             program: loadgen.clone(),
             args: vec!["serve-echo".into()],
         });
     }
     if let Some((name, args)) = spec.reference {
-        servers.push(ServerSpec {
+        servers.push(Subject {
             name: name.into(),
             program: loadgen.clone(),
             args: args.iter().map(|a| a.to_string()).collect(),
         });
     }
-    servers.extend(labs.iter().map(|(_, b)| ServerSpec {
-        name: b.name.clone(),
-        program: bin.join(&b.binary),
-        args: Vec::new(),
+    servers.extend(labs.iter().map(|(_, b)| match spec.measures {
+        Measures::Servers => Subject {
+            name: b.name.clone(),
+            program: bin.join(&b.binary),
+            args: Vec::new(),
+        },
+        // The lab's binary is a load generator, run by `loadgen http`.
+        Measures::Clients { .. } => Subject {
+            name: b.name.clone(),
+            program: loadgen.clone(),
+            args: vec![
+                "http".into(),
+                "--tool".into(),
+                "loadtest".into(),
+                "--program".into(),
+                bin.join(&b.binary).display().to_string(),
+            ],
+        },
     }));
     Ok((loadgen, servers))
 }

@@ -7,6 +7,11 @@
 //! a first round of results (chat's latency at half the room's maximum).
 //! Which labs it measures comes from `course.toml` (`bench = { suite, name,
 //! binary }`), the one manifest.
+//!
+//! Most suites measure *servers* under the course's load generator. The
+//! http suite turns this around ([`Measures::Clients`]): it measures *load
+//! generators* (lab 36's `loadtest` and the real `wrk`) against one fixed,
+//! fast server, so its `bench` entry names a client binary.
 
 use anyhow::{Result, bail};
 
@@ -26,10 +31,24 @@ pub struct Load {
     pub args: Vec<String>,
 }
 
+/// What a suite's subjects (the rows of its table) are.
+pub enum Measures {
+    /// Servers, each started fresh for every cell, under `loadgen` running
+    /// the load's arguments. A `bench` entry's binary is a server.
+    Servers,
+    /// Load generators, each run for every cell (as `loadgen http --tool
+    /// ..`, with the load's arguments) against a fresh `loadgen` started
+    /// with these arguments: the same server for every generator, never the
+    /// thing compared. A `bench` entry's binary is a client.
+    Clients { server: &'static [&'static str] },
+}
+
 /// A bench suite.
 pub struct Suite {
     pub name: &'static str,
-    /// The server every other is compared with, round by round.
+    /// Servers or load generators.
+    pub measures: Measures,
+    /// The subject every other is compared with, round by round.
     pub baseline: &'static str,
     /// What the rate is called in the table and on the chart.
     pub unit: &'static str,
@@ -37,9 +56,13 @@ pub struct Suite {
     pub x_label: &'static str,
     /// Whether loadgen's own echo server runs as "ceiling".
     pub ceiling: bool,
-    /// A server outside the course that runs alongside the labs (its name
-    /// and `loadgen`'s arguments to become it): the real `redis-server`.
+    /// A subject outside the course that runs alongside the labs (its name
+    /// and `loadgen`'s arguments to become it): the real `redis-server`,
+    /// the real `wrk`.
     pub reference: Option<(&'static str, &'static [&'static str])>,
+    /// Programs outside the course the suite runs, and the package that
+    /// brings each: checked before anything is built.
+    pub needs: &'static [(&'static str, &'static str)],
     /// The keys of loadgen's result: the rate, and the count it divides CPU by.
     pub rate_key: &'static str,
     pub ops_key: &'static str,
@@ -50,7 +73,7 @@ pub struct Suite {
 }
 
 /// The suites, by name.
-pub const SUITES: [&Suite; 3] = [&ECHO, &CHAT, &REDIS];
+pub const SUITES: [&Suite; 4] = [&ECHO, &CHAT, &REDIS, &HTTP];
 
 pub fn suite(name: &str) -> Result<&'static Suite> {
     match SUITES.iter().find(|s| s.name == name) {
@@ -84,11 +107,13 @@ fn none(_: &[Load], _: &[Cell]) -> Vec<Load> {
 /// pipelined bulk load.
 pub const ECHO: Suite = Suite {
     name: "echo",
+    measures: Measures::Servers,
     baseline: "mio",
     unit: "req/s",
     x_label: "connections",
     ceiling: true,
     reference: None,
+    needs: &[],
     rate_key: "rps",
     ops_key: "requests",
     loads: echo_loads,
@@ -128,11 +153,16 @@ fn echo_loads(o: &Options) -> Vec<Load> {
 /// `redis-server`, which is the baseline.
 pub const REDIS: Suite = Suite {
     name: "redis",
+    measures: Measures::Servers,
     baseline: "redis-server",
     unit: "req/s",
     x_label: "commands per round trip (-P)",
     ceiling: false,
     reference: Some(("redis-server", &["serve-redis"])),
+    needs: &[
+        ("redis-server", "redis-server"),
+        ("redis-benchmark", "redis-server"),
+    ],
     rate_key: "rps",
     ops_key: "requests",
     loads: redis_loads,
@@ -174,16 +204,60 @@ fn redis_loads(o: &Options) -> Vec<Load> {
     loads
 }
 
+/// Http: load generators compared, not servers. Lab 36's `loadtest` and
+/// the real `wrk` (the baseline) each load `loadgen serve-http` (one
+/// thread, keep-alive, a fixed 3-byte 200) at the same connection counts,
+/// closed loop, for the same whole seconds; the table compares their
+/// requests/s and their p50 and p99 latencies with wrk's.
+pub const HTTP: Suite = Suite {
+    name: "http",
+    measures: Measures::Clients {
+        server: &["serve-http"],
+    },
+    baseline: "wrk",
+    unit: "req/s",
+    x_label: "connections",
+    ceiling: false,
+    reference: Some(("wrk", &["http", "--tool", "wrk"])),
+    needs: &[("wrk", "wrk")],
+    rate_key: "rps",
+    ops_key: "requests",
+    loads: http_loads,
+    follow_up: none,
+};
+
+fn http_loads(o: &Options) -> Vec<Load> {
+    let conns = if !o.conns.is_empty() {
+        o.conns.clone()
+    } else if o.quick {
+        vec![1, 10, 100]
+    } else {
+        vec![1, 10, 100, 1000]
+    };
+    conns
+        .into_iter()
+        .map(|n| Load {
+            label: format!("{n} conns"),
+            x: n,
+            charted: true,
+            bulk: false,
+            args: words(&["--conns", &n.to_string()]),
+        })
+        .collect()
+}
+
 /// Chat: one line fanned out to 10 to 1,000 receivers, as a chat room (ten
 /// senders, one line each in flight) and batched; then latency at half the
 /// room's maximum.
 pub const CHAT: Suite = Suite {
     name: "chat",
+    measures: Measures::Servers,
     baseline: "chat",
     unit: "deliveries/s",
     x_label: "receivers",
     ceiling: false,
     reference: None,
+    needs: &[],
     rate_key: "deliveries_per_s",
     ops_key: "deliveries",
     loads: chat_loads,
@@ -315,10 +389,37 @@ mod tests {
     }
 
     #[test]
+    fn http_loads_are_connection_counts_for_a_generator() {
+        let loads = HTTP.loads(&options(vec![1, 64]));
+        let labels: Vec<&str> = loads.iter().map(|l| l.label.as_str()).collect();
+        assert_eq!(labels, ["1 conns", "64 conns"]);
+        // The mode comes from the subject (`http --tool ..`), not the load.
+        assert_eq!(loads[1].args, words(&["--conns", "64"]));
+        assert!(loads.iter().all(|l| l.charted && !l.bulk));
+        let mut quick = options(Vec::new());
+        quick.quick = true;
+        assert_eq!(
+            HTTP.loads(&quick).iter().map(|l| l.x).collect::<Vec<_>>(),
+            [1, 10, 100]
+        );
+        let Measures::Clients { server } = HTTP.measures else {
+            panic!("the http suite measures clients")
+        };
+        assert_eq!(server, ["serve-http"]);
+        assert_eq!(HTTP.reference.map(|r| r.0), Some("wrk"));
+        assert!(
+            HTTP.needs
+                .iter()
+                .any(|(p, pkg)| *p == "wrk" && *pkg == "wrk")
+        );
+    }
+
+    #[test]
     fn unknown_suites_are_named() {
         let e = suite("memcached").err().unwrap().to_string();
-        assert!(e.contains("echo, chat, redis"), "{e}");
+        assert!(e.contains("echo, chat, redis, http"), "{e}");
         assert!(suite("redis").is_ok());
+        assert!(suite("http").is_ok());
     }
 
     /// Every `bench` entry in the real course.toml names a suite that
@@ -338,6 +439,16 @@ mod tests {
         for e in &entries {
             assert!(suite(&e.suite).is_ok(), "{e:?} names no known suite");
         }
+        // The http suite's entry is lab 36's client, run by `loadgen http
+        // --tool loadtest`; every other suite's entries are servers.
+        let http: Vec<_> = course
+            .labs()
+            .into_iter()
+            .filter(|l| l.entry.bench.as_ref().is_some_and(|b| b.suite == "http"))
+            .collect();
+        assert_eq!(http.len(), 1, "one load generator in the http suite");
+        assert_eq!(http[0].entry.id, "lab_36_load_tester");
+        assert_eq!(http[0].entry.bench.as_ref().unwrap().binary, "loadtest");
         for s in SUITES {
             assert!(
                 s.reference.is_some_and(|(name, _)| name == s.baseline)

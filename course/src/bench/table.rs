@@ -1,8 +1,8 @@
 //! What a bench run shows: the table, the CSV of every cell, the chart,
 //! and the statistics behind them (medians over rounds, ratios per round).
 
-use super::suite::{Load, Suite};
-use super::{Cell, Metrics, ServerSpec};
+use super::suite::{Load, Measures, Suite};
+use super::{Cell, Metrics, Subject};
 use crate::chart;
 use crate::style::Style;
 
@@ -33,15 +33,31 @@ fn med(cells: &[Cell], server: &str, load: usize, f: impl Fn(&Metrics) -> f64) -
 
 /// Median over rounds of `server`'s rate divided by `base`'s in the same round.
 fn ratio(cells: &[Cell], server: &str, base: &str, load: usize) -> Option<f64> {
-    let rate = |name: &str, round: usize| {
+    ratio_of(cells, server, base, load, |m| m.rate)
+}
+
+/// Median over rounds of `server`'s `f` divided by `base`'s in the same round.
+fn ratio_of(
+    cells: &[Cell],
+    server: &str,
+    base: &str,
+    load: usize,
+    f: impl Fn(&Metrics) -> f64,
+) -> Option<f64> {
+    let value = |name: &str, round: usize| {
         cells
             .iter()
             .find(|c| c.server == name && c.load == load && c.round == round)
             .and_then(|c| c.result.as_ref().ok())
-            .map(|m| m.rate)
+            .map(&f)
     };
     let rounds = cells.iter().map(|c| c.round).max().unwrap_or(0) + 1;
-    median((0..rounds).filter_map(|r| Some(rate(server, r)? / rate(base, r)?)))
+    median((0..rounds).filter_map(|r| Some(value(server, r)? / value(base, r)?)))
+}
+
+fn fmt(v: Option<f64>, prec: usize) -> String {
+    v.map(|x| format!("{x:.prec$}"))
+        .unwrap_or_else(|| "-".into())
 }
 
 pub fn first_line(s: &str) -> &str {
@@ -53,12 +69,15 @@ pub fn first_line(s: &str) -> &str {
 /// and ratios to the baseline (and the ceiling, when it ran).
 pub fn print(
     suite: &Suite,
-    servers: &[ServerSpec],
+    servers: &[Subject],
     loads: &[Load],
     cells: &[Cell],
     baseline: &str,
     s: &Style,
 ) {
+    if let Measures::Clients { .. } = suite.measures {
+        return print_clients(suite, servers, loads, cells, baseline, s);
+    }
     let unit = suite.unit;
     let ceiling = servers.iter().any(|s| s.name == "ceiling");
     println!();
@@ -112,10 +131,6 @@ pub fn print(
                 );
                 continue;
             };
-            let fmt = |v: Option<f64>, prec: usize| {
-                v.map(|x| format!("{x:.prec$}"))
-                    .unwrap_or_else(|| "-".into())
-            };
             let rate_text = if load.bulk {
                 format!(
                     "{:.0} MB/s",
@@ -154,16 +169,122 @@ pub fn print(
     }
 }
 
+/// The http suite's table: load generators against the one fixed server,
+/// each generator's requests/s and p50/p99 latency with its ratio to the
+/// baseline's (wrk's) of the same round, then the generator's own cost.
+fn print_clients(
+    suite: &Suite,
+    servers: &[Subject],
+    loads: &[Load],
+    cells: &[Cell],
+    baseline: &str,
+    s: &Style,
+) {
+    println!();
+    let compare = servers.len() > 1;
+    let vs = if compare {
+        format!("vs {baseline}")
+    } else {
+        String::new()
+    };
+    let nw = servers
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(9);
+    let bw = vs.len().max(6);
+    println!(
+        "{}",
+        s.bold(&format!(
+            "{:<nw$} {:<12} {:>10} {:>bw$} {:>8} {:>bw$} {:>8} {:>bw$} {:>7} {:>10} {:>8} {:>7}",
+            "generator",
+            "load",
+            suite.unit,
+            vs,
+            "p50 us",
+            vs,
+            "p99 us",
+            vs,
+            "errors",
+            "CPU us/req",
+            "RSS MiB",
+            "threads"
+        ))
+    );
+    for (j, load) in loads.iter().enumerate() {
+        for server in servers {
+            let name = server.name.as_str();
+            let failures: Vec<&str> = cells
+                .iter()
+                .filter(|c| c.server == name && c.load == j)
+                .filter_map(|c| c.result.as_ref().err().map(String::as_str))
+                .collect();
+            let Some(rate) = med(cells, name, j, |m| m.rate) else {
+                let why = failures.first().map(|e| first_line(e)).unwrap_or("not run");
+                println!(
+                    "{:<nw$} {:<12} {}",
+                    name,
+                    load.label,
+                    s.red(&format!("failed: {why}"))
+                );
+                continue;
+            };
+            let vs = |f: fn(&Metrics) -> f64| {
+                if compare {
+                    fmt(ratio_of(cells, name, baseline, j, f), 2)
+                } else {
+                    String::new()
+                }
+            };
+            let failed_note = if failures.is_empty() {
+                String::new()
+            } else {
+                s.yellow(&format!(" ({} round(s) failed)", failures.len()))
+            };
+            println!(
+                "{:<nw$} {:<12} {:>10.0} {:>bw$} {:>8} {:>bw$} {:>8} {:>bw$} {:>7} {:>10} {:>8} {:>7}{failed_note}",
+                name,
+                load.label,
+                rate,
+                vs(|m| m.rate),
+                fmt(med(cells, name, j, |m| m.p50_us), 0),
+                vs(|m| m.p50_us),
+                fmt(med(cells, name, j, |m| m.p99_us), 0),
+                vs(|m| m.p99_us),
+                fmt(med(cells, name, j, |m| m.errors as f64), 0),
+                fmt(med(cells, name, j, |m| m.cpu_us_per_op), 2),
+                fmt(med(cells, name, j, |m| m.peak_rss_kib as f64 / 1024.0), 1),
+                fmt(med(cells, name, j, |m| m.threads as f64), 0),
+            );
+        }
+    }
+    println!(
+        "{}",
+        s.dim(&format!(
+            "every generator loaded the same server (loadgen serve-http); CPU, RSS and threads are each generator's own; a latency ratio above 1 is a higher latency than {baseline} reports"
+        ))
+    );
+    if baseline == "wrk" {
+        println!(
+            "{}",
+            s.dim(
+                "wrk back-fills its latency histogram after a stall (a coordinated-omission correction at its mean interval per connection): one stall of the machine becomes many slow samples in wrk's p99, one in a closed-loop count that does not correct"
+            )
+        );
+    }
+}
+
 /// Every cell, one row each.
 pub fn to_csv(cells: &[Cell], loads: &[Load]) -> String {
     let mut out = String::from(
-        "server,load,x,round,ok,rate,mb_per_s,lines_per_s,p50_us,p99_us,cpu_us_per_op,peak_rss_kib,threads,error\n",
+        "server,load,x,round,ok,rate,mb_per_s,lines_per_s,p50_us,p99_us,cpu_us_per_op,peak_rss_kib,threads,errors,error\n",
     );
     for c in cells {
         let load = &loads[c.load];
         match &c.result {
             Ok(m) => out.push_str(&format!(
-                "{},{},{},{},true,{:.1},{:.3},{:.1},{},{},{:.3},{},{},\n",
+                "{},{},{},{},true,{:.1},{:.3},{:.1},{},{},{:.3},{},{},{},\n",
                 c.server,
                 load.label,
                 load.x,
@@ -175,10 +296,11 @@ pub fn to_csv(cells: &[Cell], loads: &[Load]) -> String {
                 m.p99_us,
                 m.cpu_us_per_op,
                 m.peak_rss_kib,
-                m.threads
+                m.threads,
+                m.errors
             )),
             Err(e) => out.push_str(&format!(
-                "{},{},{},{},false,,,,,,,,,\"{}\"\n",
+                "{},{},{},{},false,,,,,,,,,,\"{}\"\n",
                 c.server,
                 load.label,
                 load.x,
@@ -191,7 +313,7 @@ pub fn to_csv(cells: &[Cell], loads: &[Load]) -> String {
 }
 
 /// The chart: rate and peak RSS against the suite's x axis.
-pub fn chart_svg(suite: &Suite, servers: &[ServerSpec], loads: &[Load], cells: &[Cell]) -> String {
+pub fn chart_svg(suite: &Suite, servers: &[Subject], loads: &[Load], cells: &[Cell]) -> String {
     let unit = suite.unit;
     let series = |f: &dyn Fn(&Metrics) -> f64| -> Vec<chart::Series> {
         servers
@@ -214,10 +336,18 @@ pub fn chart_svg(suite: &Suite, servers: &[ServerSpec], loads: &[Load], cells: &
             x_label: x_label.into(),
             series: series(&|m| m.rate),
         },
-        chart::Panel {
-            title: "peak RSS, MiB".into(),
-            x_label: x_label.into(),
-            series: series(&|m| m.peak_rss_kib as f64 / 1024.0),
+        match suite.measures {
+            Measures::Servers => chart::Panel {
+                title: "peak RSS, MiB".into(),
+                x_label: x_label.into(),
+                series: series(&|m| m.peak_rss_kib as f64 / 1024.0),
+            },
+            // Generators against one server: the latency each reports.
+            Measures::Clients { .. } => chart::Panel {
+                title: "p99 latency, us (median)".into(),
+                x_label: x_label.into(),
+                series: series(&|m| m.p99_us),
+            },
         },
     ];
     chart::svg(&format!("cargo course bench {}", suite.name), &panels)
