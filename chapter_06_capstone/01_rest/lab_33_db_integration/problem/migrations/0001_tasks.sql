@@ -1,0 +1,19 @@
+-- The tasks service's schema, applied at start by
+-- sqlx::migrate!("src/migrations") (and recorded in _sqlx_migrations, so
+-- it runs once per database). The grader reads these tables directly: use
+-- exactly these names and types (the README's Schema section).
+--
+-- TODO: CREATE TABLE tasks with
+--   seq      BIGSERIAL PRIMARY KEY   -- creation order; the list cursor
+--   id       UUID NOT NULL UNIQUE    -- the public id
+--   title    TEXT NOT NULL
+--   done     BOOLEAN NOT NULL DEFAULT false
+--   priority SMALLINT NOT NULL       -- 1..=5 is checked by the API; no CHECK here
+--   version  BIGINT NOT NULL         -- 1 on create, +1 on every write
+--
+-- TODO: CREATE TABLE task_events with
+--   id       BIGSERIAL PRIMARY KEY
+--   task_id  UUID NOT NULL
+--   version  BIGINT NOT NULL         -- the task's version after the change (delete: the version deleted)
+--   kind     TEXT NOT NULL CHECK (kind IN ('created', 'updated', 'deleted'))
+--   at       TIMESTAMPTZ NOT NULL DEFAULT now()
