@@ -121,6 +121,23 @@ fn lab(args: &[&str]) -> Lab {
     }
 }
 
+/// The test's own transaction holding row locks. If a check fails while
+/// it is held, it is dropped during the unwind: sqlx needs a runtime to
+/// drop a transaction, and a panic inside that drop would abort the whole
+/// test process and leave its servers running, so the drop enters the
+/// test's runtime first.
+struct Held {
+    tx: Option<Transaction<'static, Postgres>>,
+    rt: tokio::runtime::Handle,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _inside = self.rt.enter();
+        drop(self.tx.take());
+    }
+}
+
 /// Which of the two servers a request goes to.
 #[derive(Clone, Copy, Debug)]
 enum To {
@@ -234,8 +251,8 @@ impl Lab {
     }
 
     /// Locks the accounts' rows in a transaction of the test's own.
-    fn hold(&self, ids: &[i64]) -> Transaction<'static, Postgres> {
-        self.block(async {
+    fn hold(&self, ids: &[i64]) -> Held {
+        let tx = self.block(async {
             let mut tx = self.pool.begin().await.expect("begin the test's transaction");
             let locked: Vec<i64> = sqlx::query_scalar(
                 "SELECT id FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE",
@@ -256,10 +273,15 @@ impl Lab {
                 "does POST /accounts return the id of the row it inserted into accounts?",
             );
             tx
-        })
+        });
+        Held {
+            tx: Some(tx),
+            rt: self.rt.handle().clone(),
+        }
     }
 
-    fn release(&self, tx: Transaction<'static, Postgres>) {
+    fn release(&self, mut held: Held) {
+        let tx = held.tx.take().expect("a held transaction");
         self.block(async { tx.rollback().await.expect("end the test's transaction") });
     }
 
