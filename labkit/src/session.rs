@@ -44,6 +44,9 @@ use crate::report::Report;
 /// How long a dropped session waits for the killed program to be reaped.
 const DROP_DEADLINE: Duration = Duration::from_secs(5);
 
+/// How long [`Session::wait`] waits, after the exit, for the end of stderr.
+pub const STDERR_EOF_WAIT: Duration = Duration::from_secs(2);
+
 /// The most stderr kept for messages (the newest bytes).
 const STDERR_KEEP: usize = 64 * 1024;
 
@@ -82,6 +85,9 @@ pub struct Session {
     /// Every line read so far, for messages.
     seen: Vec<String>,
     stderr: Arc<Mutex<Vec<u8>>>,
+    /// Disconnected when the stderr thread has read the pipe to its end,
+    /// so that [`Session::wait`] can return with all of stderr kept.
+    stderr_eof: Mutex<mpsc::Receiver<()>>,
     process: Process,
 }
 
@@ -187,11 +193,14 @@ impl Session {
             .expect("spawn a thread to read the program's stdout");
 
         let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (eof_tx, stderr_eof) = mpsc::channel::<()>();
         {
             let stderr = Arc::clone(&stderr);
             thread::Builder::new()
                 .name(format!("labkit-session-{pid}-stderr"))
                 .spawn(move || {
+                    // Dropped when the loop ends: the pipe is at its end.
+                    let _eof = eof_tx;
                     let mut buf = [0u8; 8192];
                     loop {
                         match stderr_pipe.read(&mut buf) {
@@ -219,6 +228,7 @@ impl Session {
             lines,
             seen: Vec::new(),
             stderr,
+            stderr_eof: Mutex::new(stderr_eof),
             process,
         }
     }
@@ -340,8 +350,15 @@ impl Session {
 
     /// Waits up to `deadline` for the program to exit; `None` if it is still
     /// running then (it is not killed: dropping the session does that).
+    /// Once it has exited, the last of its stderr is read in too (up to
+    /// [`STDERR_EOF_WAIT`]: a grandchild may hold the pipe open), so
+    /// [`Session::stderr`] then has everything it wrote.
     pub fn wait(&self, deadline: Duration) -> Option<ExitStatus> {
-        self.process.wait(deadline)
+        let status = self.process.wait(deadline)?;
+        let eof = self.stderr_eof.lock().unwrap_or_else(|e| e.into_inner());
+        // Disconnected at the end of the pipe; a timeout leaves what was read.
+        let _ = eof.recv_timeout(STDERR_EOF_WAIT);
+        Some(status)
     }
 
     /// The program's stderr so far (the newest 64 KiB at most).
